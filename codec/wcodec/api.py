@@ -1,0 +1,99 @@
+"""The Python API, shaped like safetensors': save_file / load_file / safe_open."""
+
+from __future__ import annotations
+
+import os
+
+from . import dtypes as D
+from .errors import InputError
+from .limits import DEFAULT_LIMITS, Limits
+from .metadata import KEY_SOURCE_FORMAT
+from .reader import Reader
+from .writer import EncodeOptions, Writer
+
+
+def _options(chunk_elements=None, level=None, threads=None, sha256=True, alignment_log2=None,
+             codec=None) -> EncodeOptions:
+    kw = dict(sha256=sha256)
+    for k, v in (("chunk_elements", chunk_elements), ("level", level), ("threads", threads),
+                 ("alignment_log2", alignment_log2), ("codec", codec)):
+        if v is not None:
+            kw[k] = v
+    return EncodeOptions(**kw)
+
+
+def save_file(tensors: dict, filename: str | os.PathLike, metadata: dict | None = None, *,
+              chunk_elements: int | None = None, level: int | None = None,
+              threads: int | None = None, sha256: bool = True, alignment_log2: int | None = None,
+              codec: str | None = None) -> None:
+    """Encode a dict of torch tensors to `filename` losslessly. The tensors are not modified."""
+    from .torch_interop import tensor_to_raw
+
+    if not isinstance(tensors, dict):
+        raise InputError("save_file takes a dict of name -> torch.Tensor")
+    opts = _options(chunk_elements, level, threads, sha256, alignment_log2, codec)
+    with Writer(filename, metadata=metadata, system_metadata={KEY_SOURCE_FORMAT: "api"},
+                options=opts) as w:
+        for name, t in tensors.items():
+            dtype, shape, raw = tensor_to_raw(name, t)
+            w.add(name, dtype, shape, raw)
+
+
+def load_file(filename: str | os.PathLike, device="cpu", *, limits: Limits = DEFAULT_LIMITS,
+              verify_sha256: bool = True) -> dict:
+    """Decode every tensor of `filename` into a dict of torch tensors."""
+    with safe_open(filename, framework="pt", device=device, limits=limits,
+                   verify_sha256=verify_sha256) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+class safe_open:  # noqa: N801  (named after safetensors.safe_open on purpose)
+    """`with wcodec.safe_open(path) as f: f.keys(); f.get_tensor(name); f.metadata()`.
+
+    framework is "pt" (torch tensors) or "np"/"numpy" (numpy arrays; bfloat16 and float8 have no
+    numpy dtype and raise). Only the blocks of the tensors asked for are read.
+    """
+
+    def __init__(self, filename, framework: str = "pt", device="cpu", *,
+                 limits: Limits = DEFAULT_LIMITS, verify_sha256: bool = True,
+                 threads: int | None = None):
+        if framework not in ("pt", "torch", "np", "numpy"):
+            raise InputError(f"framework must be 'pt' or 'np', not {framework!r}")
+        self.framework = "np" if framework in ("np", "numpy") else "pt"
+        self.device = device
+        self.reader = Reader(filename, limits=limits, verify_sha256=verify_sha256,
+                             threads=threads)
+
+    def keys(self) -> list[str]:
+        return self.reader.keys()
+
+    def metadata(self) -> dict:
+        """User metadata as a str -> str dict, like safetensors (typed values: `metadata_typed`)."""
+        return {k: v for k, v in self.reader.metadata().items()
+                if not k.startswith("wcodec.") and isinstance(v, str)}
+
+    def metadata_typed(self) -> dict:
+        return self.reader.metadata()
+
+    def info(self, name: str):
+        return self.reader.info(name)
+
+    def get_tensor(self, name: str):
+        raw, dtype, shape = self.reader.read_array(name)
+        if self.framework == "np":
+            from .numpy_api import raw_to_numpy
+            return raw_to_numpy(raw, dtype, shape)
+        from .torch_interop import raw_to_tensor
+        return raw_to_tensor(raw, dtype, shape, self.device)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["save_file", "load_file", "safe_open", "D"]

@@ -1,0 +1,227 @@
+"""The `wcodec` command line. Data goes to stdout, messages and progress to stderr; exit codes are
+those of spec/container.md §11."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .cli_util import EXIT_IO, EXIT_USAGE, errors_to_exit, fail, progress_bar, show_progress
+from .limits import Limits
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Encode, decode, inspect and verify wcodec files of neural-network weights.")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"wcodec {__version__} (format 1.0)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
+    pass
+
+
+def _limits(max_tensor_bytes: Optional[int], max_index_bytes: Optional[int]) -> Limits:
+    kw = {}
+    if max_tensor_bytes is not None:
+        kw["max_tensor_bytes"] = max_tensor_bytes
+    if max_index_bytes is not None:
+        kw["max_index_bytes"] = max_index_bytes
+    try:
+        return Limits(**kw)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+def _check_target(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        fail(f"{path} exists (use --force to replace it)", EXIT_USAGE)
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="A .safetensors, .pt/.pth/.bin file, or a model folder."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Target file (or folder for a folder input)."),
+    chunk_elements: int = typer.Option(1 << 16, help="Elements per independently coded chunk."),
+    level: int = typer.Option(3, help="zstd level used inside the lanes codec."),
+    codec: str = typer.Option("planes", help="'planes' (byte planes + entropy coding) or 'raw'."),
+    threads: Optional[int] = typer.Option(None, help="Worker threads (default: all cores)."),
+    alignment_log2: int = typer.Option(6, help="Blocks start at multiples of 2**N bytes (0-16)."),
+    no_sha256: bool = typer.Option(False, "--no-sha256", help="Do not store SHA-256 digests."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
+):
+    """Encode weights losslessly into the wcodec format."""
+    from . import formats
+    from .writer import EncodeOptions
+    with errors_to_exit():
+        opts = EncodeOptions(chunk_elements=chunk_elements, level=level, codec=codec,
+                             threads=threads, alignment_log2=alignment_log2, sha256=not no_sha256)
+        if not input.exists():
+            fail(f"no such file or folder: {input}", EXIT_IO)
+        if input.is_dir():
+            out = output or input.with_name(input.name + ".wcodec")
+            plan = formats.plan_folder_encode(input, out)
+            out.mkdir(parents=True, exist_ok=True)
+            jobs = plan
+        else:
+            formats.source_format(input)
+            out = output or input.with_suffix(formats.SUFFIX)
+            jobs = [(input, out, True)]
+        for _, target, _ in jobs:
+            _check_target(target, force)
+        total = sum(src.stat().st_size for src, _, enc in jobs if enc)
+        with progress_bar(show_progress(quiet), total, "encoding") as advance:
+            results = []
+            for src, target, enc in jobs:
+                if enc:
+                    results.append(formats.encode_file(src, target, opts, progress=advance))
+                else:
+                    formats.copy_file(src, target)
+        if not quiet:
+            for r in results:
+                before, after = Path(r["source"]).stat().st_size, Path(r["output"]).stat().st_size
+                typer.echo(f"{r['source']} -> {r['output']}: {r['tensors']} tensors, "
+                           f"{before:,} -> {after:,} bytes ({100 * after / max(before, 1):.2f} %)",
+                           err=True)
+
+
+@app.command()
+def decode(
+    input: Path = typer.Argument(..., help="A .wcodec file or a folder of them."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Target .safetensors file (or folder)."),
+    tensor: Optional[List[str]] = typer.Option(None, "--tensor", "-t",
+                                               help="Only tensors matching this name or glob "
+                                                    "pattern (repeatable)."),
+    no_verify_sha256: bool = typer.Option(False, "--no-verify-sha256",
+                                          help="Skip the SHA-256 check of decoded tensors."),
+    max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
+    max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
+    threads: Optional[int] = typer.Option(None, help="Worker threads (default: all cores)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
+):
+    """Decode a wcodec file (or folder) to safetensors, bit for bit."""
+    from . import formats
+    with errors_to_exit():
+        reader_kw = dict(limits=_limits(max_tensor_bytes, max_index_bytes),
+                         verify_sha256=not no_verify_sha256, threads=threads)
+        if not input.exists():
+            fail(f"no such file or folder: {input}", EXIT_IO)
+        if input.is_dir():
+            name = input.name[:-len(".wcodec")] if input.name.endswith(".wcodec") else \
+                input.name + ".decoded"
+            out = output or input.with_name(name)
+            jobs = formats.plan_folder_decode(input, out)
+            out.mkdir(parents=True, exist_ok=True)
+        else:
+            out = output or input.with_suffix(".safetensors")
+            jobs = [(input, out, True)]
+        for _, target, _ in jobs:
+            _check_target(target, force)
+        with progress_bar(show_progress(quiet), 0, "decoding") as advance:
+            for src, target, dec in jobs:
+                if dec:
+                    r = formats.decode_file(src, target, patterns=tensor, reader_kw=reader_kw,
+                                            progress=advance)
+                    if not quiet:
+                        typer.echo(f"{r['source']} -> {r['output']}: {r['tensors']} tensors",
+                                   err=True)
+                else:
+                    formats.copy_file(src, target)
+
+
+@app.command()
+def inspect(
+    input: Path = typer.Argument(..., help="A .wcodec file."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output (schema "
+                                                        "wcodec.inspect/1)."),
+    max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
+):
+    """Show what a wcodec file holds: tensors, record kinds, codec chains, sizes."""
+    from .inspect_view import inspect_report, render_inspect
+    from .reader import Reader
+    with errors_to_exit():
+        with Reader(input, limits=_limits(None, max_index_bytes)) as r:
+            report = inspect_report(r)
+        if json_out:
+            typer.echo(json.dumps(report, indent=1))
+        else:
+            render_inspect(report)
+
+
+@app.command()
+def verify(
+    input: Path = typer.Argument(..., help="A .wcodec file."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output (schema "
+                                                        "wcodec.verify/1)."),
+    max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
+):
+    """Check structure, every CRC32C and every SHA-256; name each damaged block and tensor.
+
+    Exits 0 when the file is intact, otherwise with the exit code of the first problem's class."""
+    from .errors import FORMAT_ERROR_CLASSES, FormatError
+    from .reader import Reader
+    with errors_to_exit():
+        try:
+            with Reader(input, limits=_limits(max_tensor_bytes, None)) as r:
+                problems = r.verify()
+                n_tensors, n_blocks = len(r.tensors), len(r.blocks)
+        except FormatError as e:
+            problems = [dict(block=e.block, tensor=e.tensor, error=e.error_class, rule=e.rule,
+                             message=str(e))]
+            n_tensors = n_blocks = None
+        report = {"schema": "wcodec.verify/1", "file": str(input), "ok": not problems,
+                  "tensors": n_tensors, "blocks": n_blocks, "problems": problems}
+        if json_out:
+            typer.echo(json.dumps(report, indent=1))
+        else:
+            if problems:
+                for p in problems:
+                    where = ", ".join(f"{k} {p[k]!r}" if k == "tensor" else f"{k} {p[k]}"
+                                      for k in ("block", "tensor") if p.get(k) is not None)
+                    typer.echo(f"BAD  {p['error']}: {p['message']}" + (f" [{where}]" if where
+                                                                        else ""))
+            else:
+                typer.echo(f"OK   {input}: {n_tensors} tensors, {n_blocks} blocks, every "
+                           "checksum and digest verified")
+        if problems:
+            raise typer.Exit(FORMAT_ERROR_CLASSES[problems[0]["error"]].exit_code)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("wcodec-demo"), help="Folder for the demo's files."),
+):
+    """Make a small built-in model, then encode, verify, decode and compare it, and show the file."""
+    from .demo import run_demo
+    with errors_to_exit():
+        sys.exit(run_demo(workdir))
+
+
+def _register_conformance():
+    from .harness import conformance_app
+    app.add_typer(conformance_app, name="conformance",
+                  help="Run the conformance suite against any decoder.")
+
+
+_register_conformance()
+
+
+def entry():
+    app()
+
+
+if __name__ == "__main__":
+    entry()

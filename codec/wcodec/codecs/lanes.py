@@ -1,0 +1,147 @@
+"""Codec `lanes` (id 256, bytes->bytes): spec/codecs/lanes.md.
+
+Each lane (one byte plane when placed after `planes`) is coded alone with the smallest of raw, zstd
+and fill. Decoding checks every declared length before allocating (LAN-03, LAN-05, LAN-06).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+import zstandard
+
+from ..errors import CorruptPayload, MalformedRecord, UnsupportedFeature
+from .base import BytesToBytesCodec
+
+METHOD_RAW = 0
+METHOD_ZSTD = 1
+METHOD_FILL = 2
+METHOD_NAMES = {METHOD_RAW: "raw", METHOD_ZSTD: "zstd", METHOD_FILL: "fill"}
+
+_LANE_HEADER = struct.Struct("<BI")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+_local = threading.local()  # zstd contexts are not thread-safe: one per thread
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    c = cache.get(level)
+    if c is None:
+        # content size in the frame lets a decoder check it before decompressing (LAN-06)
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True,
+                                                    write_checksum=False)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def zstd_decode_exact(frame: memoryview, expected: int) -> bytes:
+    """One complete zstd frame to exactly `expected` bytes, without ever allocating more (LAN-06)."""
+    if bytes(frame[:4]) != _ZSTD_MAGIC:
+        raise CorruptPayload("lane data is not a zstd frame", rule="LAN-06")
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as e:
+        raise CorruptPayload(f"bad zstd frame header: {e}", rule="LAN-06") from None
+    if declared != -1 and declared != expected:
+        raise CorruptPayload(f"zstd frame declares {declared} bytes, lane holds {expected}",
+                             rule="LAN-06")
+    try:
+        # max_output_size only bounds frames without a content size; those with one were checked
+        out = _decompressor().decompress(frame, max_output_size=max(expected, 1),
+                                         allow_extra_data=False)
+    except zstandard.ZstdError as e:
+        raise CorruptPayload(f"zstd frame does not decode: {e}", rule="LAN-06") from None
+    if len(out) != expected:
+        raise CorruptPayload(f"zstd frame gave {len(out)} bytes, lane holds {expected}",
+                             rule="LAN-06")
+    return out
+
+
+class LanesCodec(BytesToBytesCodec):
+    codec_id = 256
+    name = "lanes"
+
+    def __init__(self, lane_count: int, level: int = 3):
+        if not 1 <= lane_count <= 16:
+            raise MalformedRecord(f"lane_count {lane_count} not in 1..16", rule="LAN-01")
+        self.lane_count = lane_count
+        self.level = level  # encoder choice only; not stored
+
+    @classmethod
+    def from_config(cls, config: bytes) -> "LanesCodec":
+        if len(config) != 1:
+            raise MalformedRecord(f"'lanes' config must be 1 byte, got {len(config)}",
+                                  rule="LAN-01")
+        return cls(config[0])
+
+    def config_bytes(self) -> bytes:
+        return bytes([self.lane_count])
+
+    def describe(self) -> str:
+        return f"lanes({self.lane_count})"
+
+    def encode(self, data) -> bytes:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if buf.size % self.lane_count:
+            raise ValueError("lanes: input length is not a multiple of lane_count")
+        d = buf.size // self.lane_count
+        headers, bodies = [], []
+        for j in range(self.lane_count):
+            lane = buf[j * d:(j + 1) * d]
+            if d > 0 and (lane == lane[0]).all():
+                method, body = METHOD_FILL, lane[:1].tobytes()
+            else:
+                body = lane.tobytes()
+                method = METHOD_RAW
+                if d > 64:
+                    z = _compressor(self.level).compress(body)
+                    if len(z) < d:
+                        method, body = METHOD_ZSTD, z
+            headers.append(_LANE_HEADER.pack(method, len(body)))
+            bodies.append(body)
+        return b"".join(headers) + b"".join(bodies)
+
+    def decode(self, data, expected_length):
+        data = memoryview(data)
+        n = self.lane_count
+        if expected_length % n:
+            raise CorruptPayload(f"{expected_length} bytes do not split into {n} lanes",
+                                 rule="LAN-02")
+        d = expected_length // n
+        head = n * _LANE_HEADER.size
+        if len(data) < head:
+            raise CorruptPayload("lane headers run past the payload", rule="LAN-03")
+        lanes = [_LANE_HEADER.unpack_from(data, j * _LANE_HEADER.size) for j in range(n)]
+        if head + sum(length for _, length in lanes) != len(data):
+            raise CorruptPayload("lane lengths do not add up to the payload", rule="LAN-03")
+        out = bytearray(expected_length)
+        pos = head
+        for j, (method, length) in enumerate(lanes):
+            body = data[pos:pos + length]
+            pos += length
+            if method == METHOD_RAW:
+                if length != d:
+                    raise CorruptPayload(f"raw lane {j} holds {length} bytes, expected {d}",
+                                         rule="LAN-05")
+                out[j * d:(j + 1) * d] = body
+            elif method == METHOD_FILL:
+                if length != 1:
+                    raise CorruptPayload(f"fill lane {j} holds {length} bytes, expected 1",
+                                         rule="LAN-05")
+                out[j * d:(j + 1) * d] = bytes(body) * d
+            elif method == METHOD_ZSTD:
+                out[j * d:(j + 1) * d] = zstd_decode_exact(body, d)
+            else:
+                raise UnsupportedFeature(f"unknown lane method {method}", rule="LAN-04")
+        return out

@@ -1,0 +1,22 @@
+"""Record kinds (spec/container.md §7.2): record_kind -> implementation."""
+
+from __future__ import annotations
+
+from ..errors import UnsupportedFeature
+from .base import RecordKind, StreamPlan
+from .plain import Plain
+
+REGISTRY: dict[int, type[RecordKind]] = {Plain.kind_id: Plain}
+RESERVED = {2: "quantized", 3: "bands", 4: "predicted", 5: "factors"}
+
+
+def record_class(kind_id: int) -> type[RecordKind]:
+    try:
+        return REGISTRY[kind_id]
+    except KeyError:
+        what = RESERVED.get(kind_id, "unknown")
+        raise UnsupportedFeature(f"record kind {kind_id} ({what}) is not implemented",
+                                 rule="REC-03") from None
+
+
+__all__ = ["REGISTRY", "record_class", "RecordKind", "StreamPlan", "Plain"]

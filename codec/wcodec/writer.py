@@ -1,0 +1,231 @@
+"""Streaming writer (spec/container.md §2-6): blocks are appended as each tensor is encoded, so only
+one tensor is in memory at a time; the index and footer go last. Output is atomic (W-WRT-02)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import crc32c
+import numpy as np
+
+from . import layout as L
+from .chain import Chain
+from .codecs import BytesCodec, LanesCodec, PlanesCodec
+from .dtypes import DType
+from .errors import InputError
+from .limits import MAX_ALIGNMENT_LOG2, MAX_CHUNK_ELEMENTS, MAX_NAME_LENGTH, MAX_RANK
+from .atomic import AtomicFile
+from .metadata import build_entries
+from .records import Plain
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 16
+DEFAULT_ALIGNMENT_LOG2 = 6
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Encoder choices; none of them changes how a file decodes."""
+
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+    level: int = 3             # zstd level of the `lanes` codec
+    codec: str = "planes"      # "planes" (planes > lanes) or "raw" (bytes only)
+    sha256: bool = True
+    alignment_log2: int = DEFAULT_ALIGNMENT_LOG2
+    threads: int | None = None
+
+    def __post_init__(self):
+        if not 1 <= self.chunk_elements <= MAX_CHUNK_ELEMENTS:
+            raise InputError(f"chunk_elements must be 1..{MAX_CHUNK_ELEMENTS}")
+        if not 0 <= self.alignment_log2 <= MAX_ALIGNMENT_LOG2:
+            raise InputError(f"alignment_log2 must be 0..{MAX_ALIGNMENT_LOG2}")
+        if self.codec not in ("planes", "raw"):
+            raise InputError(f"codec must be 'planes' or 'raw', not {self.codec!r}")
+
+    def chain_for(self, dtype: DType) -> Chain:
+        if self.codec == "raw":
+            return Chain(BytesCodec(), None)
+        return Chain(PlanesCodec(), LanesCodec(dtype.itemsize, level=self.level))
+
+
+def default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _chunk_block(args) -> tuple[bytes, bytes, int]:
+    """Encode one chunk and frame it as a CHUNK block: (header, payload, crc). Runs on the pool."""
+    chain, dtype, elements, tensor_id, stream_id, chunk_id = args
+    payload = chain.encode_chunk(elements, dtype)
+    header = L.BlockHeader.build(dict(block_type=L.BLOCK_CHUNK, block_flags=0, tensor_id=tensor_id,
+                                      stream_id=stream_id, chunk_id=chunk_id,
+                                      payload_length=len(payload)))
+    crc = crc32c.crc32c(payload, crc32c.crc32c(header))
+    return header, payload, crc
+
+
+class Writer:
+    """`with Writer(path) as w: w.add(name, dtype, shape, data)`; `data` holds the tensor's bytes
+    (any numpy array whose buffer is the little-endian elements in C order). Never modifies it."""
+
+    def __init__(self, path, *, metadata: dict | None = None, system_metadata: dict | None = None,
+                 options: EncodeOptions = EncodeOptions(), progress=None):
+        self.options = options
+        self.alignment = 1 << options.alignment_log2
+        self.metadata_entries = build_entries(metadata or {}, system=system_metadata)
+        self.blocks: list[dict] = []
+        self.records: list[dict] = []
+        self.names: set[str] = set()
+        self.progress = progress
+        self._pool = ThreadPoolExecutor(max_workers=options.threads or default_threads())
+        self._out = AtomicFile(path)
+        self._closed = False
+        try:
+            self._write_header()
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- low level ------------------------------------------------------------------------------
+    def _pad(self) -> None:
+        pos = self._out.tell()
+        gap = L.align_up(pos, self.alignment) - pos
+        if gap:
+            self._out.write(b"\x00" * gap)
+
+    def _write_header(self) -> None:
+        fields = dict(magic=L.MAGIC, version_major=L.VERSION_MAJOR, version_minor=L.VERSION_MINOR,
+                      required_features=0, optional_features=0,
+                      alignment_log2=self.options.alignment_log2, reserved=bytes(7),
+                      header_crc32c=0)
+        head = L.FileHeader.build(fields)
+        fields["header_crc32c"] = crc32c.crc32c(head[:28])
+        self._out.write(L.FileHeader.build(fields))
+        self._pad()
+
+    def _write_block(self, header: bytes, payload, crc: int, block_type: int) -> int:
+        offset = self._out.tell()
+        self._out.write(header)
+        self._out.write(payload)
+        self._out.write(L.BlockTrailer.build(dict(block_crc32c=crc)))
+        self._pad()
+        self.blocks.append(dict(offset=offset, payload_length=len(payload), block_type=block_type,
+                                reserved=0, block_crc32c=crc))
+        return len(self.blocks) - 1
+
+    # -- tensors --------------------------------------------------------------------------------
+    def add(self, name: str, dtype: DType, shape, data: np.ndarray) -> None:
+        if self._closed:
+            raise InputError("writer is closed")
+        shape = tuple(int(d) for d in shape)
+        self._check_tensor(name, shape)
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        raw = np.asarray(data).reshape(-1).view(np.uint8)
+        if raw.size != count * dtype.itemsize:
+            raise InputError(f"tensor {name!r}: {raw.size} bytes for {count} × {dtype.name}")
+        elements = raw.view(dtype.uint)
+        elements.flags.writeable = False  # a view: the caller's array is untouched (W-WRT-03)
+        tensor_id = len(self.records)
+        sha = self._pool.submit(lambda: hashlib.sha256(raw).digest()) if self.options.sha256 \
+            else None
+        rec = Plain.encode(dtype, shape, elements, self.options.chain_for(dtype),
+                           self.options.chunk_elements)
+        streams = []
+        for stream_id, plan in enumerate(rec.streams):
+            streams.append(self._write_stream(tensor_id, stream_id, plan))
+        flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0)
+        self.records.append(dict(
+            name_length=len(name.encode("utf-8")), name=name.encode("utf-8"), dtype=dtype.code,
+            record_kind=Plain.kind_id, record_flags=flags, rank=len(shape), shape=list(shape),
+            sha256=sha.result() if sha else None, error=rec.error,
+            params_length=len(rec.params), params=rec.params, stream_count=len(streams),
+            streams=streams))
+        self.names.add(name)
+
+    def _write_stream(self, tensor_id: int, stream_id: int, plan) -> dict:
+        n, ce = plan.elements.size, plan.chunk_elements
+        count = -(-n // ce)
+
+        def encode_all(chain):
+            jobs = ((chain, plan.dtype, plan.elements[c * ce:(c + 1) * ce], tensor_id, stream_id,
+                     c) for c in range(count))
+            return list(self._pool.map(_chunk_block, jobs))
+
+        chain = plan.chain
+        blocks = encode_all(chain)
+        # "raw where that is smaller": a stream that the chain does not shrink is stored as is
+        if not isinstance(chain.array_to_bytes, BytesCodec) and \
+                sum(len(p) for _, p, _ in blocks) >= n * plan.dtype.itemsize:
+            chain = Chain(BytesCodec(), None)
+            blocks = encode_all(chain)
+        refs = []
+        for c, (header, payload, crc) in enumerate(blocks):
+            refs.append(self._write_block(header, payload, crc, L.BLOCK_CHUNK))
+            if self.progress:
+                self.progress(min(ce, n - c * ce) * plan.dtype.itemsize)
+        specs = chain.to_specs()
+        return dict(stream_dtype=plan.dtype.code, stream_rank=len(plan.shape),
+                    stream_shape=list(plan.shape), chunk_elements=ce, codec_count=len(specs),
+                    codecs=specs, chunk_count=count, chunk_blocks=refs)
+
+    def _check_tensor(self, name, shape) -> None:
+        if not isinstance(name, str):
+            raise InputError(f"tensor names are str, not {type(name).__name__}")
+        nb = name.encode("utf-8", errors="strict")
+        if not 1 <= len(nb) <= MAX_NAME_LENGTH:
+            raise InputError(f"tensor name {name[:40]!r}: 1 to {MAX_NAME_LENGTH} UTF-8 bytes")
+        if name in self.names:
+            raise InputError(f"tensor name {name!r} given twice")
+        if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+            raise InputError(f"tensor {name!r}: shape {shape} (rank ≤ {MAX_RANK}, dims ≥ 0)")
+
+    # -- finish ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            payload = self._index_payload()
+            header = L.BlockHeader.build(dict(
+                block_type=L.BLOCK_INDEX, block_flags=0, tensor_id=L.NONE_ID,
+                stream_id=L.NONE_ID, chunk_id=L.NONE_ID, payload_length=len(payload)))
+            crc = crc32c.crc32c(payload, crc32c.crc32c(header))
+            index_offset = self._out.tell()
+            self._out.write(header)
+            self._out.write(payload)
+            self._out.write(L.BlockTrailer.build(dict(block_crc32c=crc)))
+            footer = dict(index_offset=index_offset, index_block_size=len(payload) + 28,
+                          footer_magic=L.FOOTER_MAGIC, reserved=0, footer_crc32c=0)
+            fb = L.Footer.build(footer)
+            footer["footer_crc32c"] = crc32c.crc32c(fb[:24])
+            self._out.write(L.Footer.build(footer))
+            self._out.commit()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._closed = True
+            self._pool.shutdown()
+
+    def _index_payload(self) -> bytes:
+        parts = [L.IndexHeader.build(dict(tensor_count=len(self.records),
+                                          block_count=len(self.blocks),
+                                          metadata_count=len(self.metadata_entries), reserved=0))]
+        parts += [L.BlockEntry.build(b) for b in self.blocks]
+        parts += [L.MetadataEntry.build(m) for m in self.metadata_entries]
+        parts += [L.TensorRecord.build(r) for r in self.records]
+        return b"".join(parts)
+
+    def abort(self) -> None:
+        self._closed = True
+        self._out.abort()
+        self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
