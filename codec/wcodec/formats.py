@@ -14,7 +14,6 @@ from .errors import InputError, UsageError
 from .metadata import KEY_SOURCE_FILE, KEY_SOURCE_FORMAT
 from .reader import Reader
 from .safetensors_io import read_header, write_safetensors
-from .torch_interop import tensor_to_raw
 from .writer import EncodeOptions, Writer
 
 WEIGHT_SUFFIXES = {".safetensors": "safetensors", ".pt": "pytorch", ".pth": "pytorch",
@@ -60,6 +59,7 @@ def iter_tensors(path: Path):
 
 
 def encode_file(src: Path, dst: Path, options: EncodeOptions, progress=None) -> dict:
+    from .torch_interop import tensor_to_raw  # torch only where tensors come in
     meta, tensors = iter_tensors(src)
     system = {KEY_SOURCE_FORMAT: source_format(src), KEY_SOURCE_FILE: src.name}
     count = 0
