@@ -115,7 +115,10 @@ class Writer:
         return len(self.blocks) - 1
 
     # -- tensors --------------------------------------------------------------------------------
-    def add(self, name: str, dtype: DType, shape, data: np.ndarray) -> None:
+    def add(self, name: str, dtype: DType, shape, data: np.ndarray, *, kind=None,
+            **kind_options) -> None:
+        """Encode one tensor as a record of `kind` (default `plain`); `kind_options` go to the
+        kind's encoder."""
         if self._closed:
             raise InputError("writer is closed")
         shape = tuple(int(d) for d in shape)
@@ -126,18 +129,18 @@ class Writer:
             raise InputError(f"tensor {name!r}: {raw.size} bytes for {count} × {dtype.name}")
         elements = raw.view(dtype.uint)
         elements.flags.writeable = False  # a view: the caller's array is untouched (W-WRT-03)
+        kind = kind or Plain
+        rec = kind.encode(dtype, shape, elements, self.options, **kind_options)
+        digest_of = raw if rec.decoded is None else rec.decoded
+        sha = self._pool.submit(lambda: hashlib.sha256(digest_of).digest()) \
+            if self.options.sha256 else None
         tensor_id = len(self.records)
-        sha = self._pool.submit(lambda: hashlib.sha256(raw).digest()) if self.options.sha256 \
-            else None
-        rec = Plain.encode(dtype, shape, elements, self.options.chain_for(dtype),
-                           self.options.chunk_elements)
-        streams = []
-        for stream_id, plan in enumerate(rec.streams):
-            streams.append(self._write_stream(tensor_id, stream_id, plan))
+        streams = [self._write_stream(tensor_id, stream_id, plan)
+                   for stream_id, plan in enumerate(rec.streams)]
         flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0)
         self.records.append(dict(
             name_length=len(name.encode("utf-8")), name=name.encode("utf-8"), dtype=dtype.code,
-            record_kind=Plain.kind_id, record_flags=flags, rank=len(shape), shape=list(shape),
+            record_kind=kind.kind_id, record_flags=flags, rank=len(shape), shape=list(shape),
             sha256=sha.result() if sha else None, error=rec.error,
             params_length=len(rec.params), params=rec.params, stream_count=len(streams),
             streams=streams))

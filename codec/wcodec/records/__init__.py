@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UnsupportedFeature
-from .base import RecordKind, StreamPlan
+from .base import DecodeContext, EncodedRecord, RecordKind, StreamPlan
 from .plain import Plain
 
 REGISTRY: dict[int, type[RecordKind]] = {Plain.kind_id: Plain}
@@ -19,4 +19,5 @@ def record_class(kind_id: int) -> type[RecordKind]:
                                  rule="REC-03") from None
 
 
-__all__ = ["REGISTRY", "record_class", "RecordKind", "StreamPlan", "Plain"]
+__all__ = ["REGISTRY", "record_class", "RecordKind", "StreamPlan", "EncodedRecord", "DecodeContext",
+           "Plain"]

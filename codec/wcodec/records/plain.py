@@ -9,13 +9,13 @@ from .base import EncodedRecord, RecordKind, StreamPlan
 class Plain(RecordKind):
     kind_id = 1
     name = "plain"
-    # stream 0 decodes straight into the tensor's output buffer, with no copy
-    direct_stream = 0
+    direct_stream = 0  # stream 0 is the tensor itself
 
     @classmethod
-    def encode(cls, dtype, shape, elements, chain, chunk_elements) -> EncodedRecord:
+    def encode(cls, dtype, shape, elements, options) -> EncodedRecord:
         return EncodedRecord(params=b"", streams=[
-            StreamPlan(dtype, tuple(shape), elements, chain, chunk_elements)])
+            StreamPlan(dtype, tuple(shape), elements, options.chain_for(dtype),
+                       options.chunk_elements)])
 
     @classmethod
     def check(cls, record, name):
@@ -28,5 +28,5 @@ class Plain(RecordKind):
                                   "dtype and shape, and is not lossy", rule="PLN-01", tensor=name)
 
     @classmethod
-    def assemble(cls, record, streams, out):
+    def assemble(cls, record, streams, out, ctx, **options):
         pass  # stream 0 was decoded into `out` already
