@@ -47,7 +47,7 @@ from .limits import (
     Limits,
 )
 from .metadata import decode_value
-from .records import record_class
+from .records import DecodeContext, record_class
 from .writer import default_threads
 
 # smallest encoded size of one entry, for IDX-04's checks against the bytes that remain
@@ -419,18 +419,21 @@ class Reader:
             raise
         return out
 
-    def read_bytes(self, name: str, *, verify_sha256: bool | None = None) -> np.ndarray:
-        """The tensor's decoded bytes (§7.3) as a new, writable 1-D uint8 array."""
+    def read_bytes(self, name: str, *, verify_sha256: bool | None = None, **options
+                   ) -> np.ndarray:
+        """The tensor's decoded bytes (§7.3) as a new, writable 1-D uint8 array. `options` go to
+        the record kind (e.g. a band prefix); the SHA-256 is checked only on a full decode."""
         info = self.info(name)
         kind = record_class(info.record_kind)
         out = np.empty(info.nbytes, dtype=np.uint8)
-        streams = []
-        for s_id in range(len(info.streams)):
-            direct = getattr(kind, "direct_stream", None) == s_id
-            streams.append(self.decode_stream(info, s_id, out if direct else None))
-        kind.assemble(info.record, streams, out)
+        streams = {}
+        for s_id in kind.streams_needed(info.record, **options):
+            direct = kind.direct_stream == s_id
+            streams[s_id] = self.decode_stream(info, s_id, out if direct else None)
+        kind.assemble(info.record, streams, out, DecodeContext(self), **options)
         check = self.verify_sha256 if verify_sha256 is None else verify_sha256
-        if check and info.sha256 is not None and hashlib.sha256(out).digest() != info.sha256:
+        if check and not options and info.sha256 is not None \
+                and hashlib.sha256(out).digest() != info.sha256:
             raise DigestMismatch("SHA-256 of the decoded tensor disagrees with its record",
                                  rule="REC-09", tensor=name)
         return out
