@@ -5,8 +5,10 @@ from __future__ import annotations
 from ..errors import UnsupportedFeature
 from .base import DecodeContext, EncodedRecord, RecordKind, StreamPlan
 from .plain import Plain
+from .quantized import Quantized
 
 REGISTRY: dict[int, type[RecordKind]] = {Plain.kind_id: Plain}
+REGISTRY[Quantized.kind_id] = Quantized
 RESERVED = {2: "quantized", 3: "bands", 4: "predicted", 5: "factors"}
 
 
