@@ -27,7 +27,8 @@ def inspect_report(r: Reader) -> dict:
             "bytes": t.nbytes, "stored_bytes": t.stored_bytes,
             "ratio": (t.stored_bytes / t.nbytes) if t.nbytes else None,
             "sha256": t.sha256.hex() if t.sha256 else None, "lossy": t.lossy,
-            "error": dict(t.error, snr_db=_snr(t.error)) if t.error else None,
+            "error": dict({k: v for k, v in t.error.items() if not k.startswith("_")},
+                          snr_db=_snr(t.error)) if t.error else None,
         })
     raw = sum(t["bytes"] for t in tensors)
     size = os.path.getsize(r.path)
