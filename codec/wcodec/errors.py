@@ -77,6 +77,12 @@ class DigestMismatch(FormatError):
     exit_code = 19
 
 
+class UnresolvedReference(FormatError):
+    """A predicted record's parent file is missing or changed: no candidate has its SHA-256."""
+
+    exit_code = 20
+
+
 class InputError(WcodecError):
     """The input given to the encoder is not something it can store (exit 4)."""
 
@@ -92,5 +98,6 @@ class UsageError(WcodecError):
 FORMAT_ERROR_CLASSES = {
     cls.__name__: cls
     for cls in (BadMagic, UnsupportedVersion, UnsupportedFeature, Truncated, ChecksumMismatch,
-                LayoutError, MalformedRecord, LimitExceeded, CorruptPayload, DigestMismatch)
+                LayoutError, MalformedRecord, LimitExceeded, CorruptPayload, DigestMismatch,
+                UnresolvedReference)
 }
