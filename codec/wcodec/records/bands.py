@@ -221,6 +221,27 @@ def prefix_bits(acc: np.ndarray, s64: np.ndarray, shift: int, dtype: D.DType) ->
     return Q.round_to_dtype(Q.dequantize(acc, s64, shift).reshape(-1), dtype)
 
 
+def band1_scales(xm: np.ndarray, layout: Q.ScaleLayout, quantizer: int, *,
+                 step: float | None = None, rel_step: float | None = None):
+    """Band 1's stored scales (float32), their binary64 expansion and u = x / s. `step` and
+    `rel_step` are nominal (uniform-quantizer) steps: the dependent quantizer stores half."""
+    unit = 0.5 if quantizer == Q.QUANTIZER_DEPENDENT else 1.0
+    sc = Q.choose_scales(xm, layout, step=None if step is None else step * unit,
+                         rel_step=None if rel_step is None else rel_step * unit,
+                         max_level=Q.MAX_BASE_LEVEL)
+    s64 = layout.expand(sc, *xm.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        u = xm / s64                              # one binary64 division per element
+    return sc, s64, np.where(np.isfinite(u), u, 0.0)
+
+
+def band1_levels(u: np.ndarray, quantizer: int, lam: float = 0.0) -> np.ndarray:
+    """Encoder: band 1's levels for u = x / s (rows, cols)."""
+    if quantizer == Q.QUANTIZER_DEPENDENT:
+        return np.clip(Q.dependent_levels(u, lam), -Q.MAX_BASE_LEVEL, Q.MAX_BASE_LEVEL)
+    return Q.quantize(u, Q.MAX_BASE_LEVEL)
+
+
 # -- the record kind -------------------------------------------------------------------------------
 def _level_dtype(code: int):
     for d in Q.LEVEL_DTYPES:
@@ -285,33 +306,22 @@ class Bands(RecordKind):
         if not lossless and not finite.all():
             raise InputError("a lossy band record cannot hold NaN or infinite values")
         xm = x.reshape(rows, cols)
-        unit = 0.5 if qz == Q.QUANTIZER_DEPENDENT else 1.0
-        sc = Q.choose_scales(xm, layout, step=None if step is None else step * unit,
-                             rel_step=None if rel_step is None else rel_step * unit)
-        s64 = layout.expand(sc, rows, cols)
-        with np.errstate(invalid="ignore", over="ignore"):
-            u = xm / s64                         # one binary64 division per element
-        u = np.where(finite.reshape(rows, cols), u, 0.0)
-
+        sc, s64, u = band1_scales(xm, layout, qz, step=step, rel_step=rel_step)
         levels, prefixes = [], []
         acc = None
         for j in range(nq):
-            c = sum(bits[1:j + 1])
-            t = np.ldexp(u, c)                   # exact: a power-of-two scaling
             if j == 0:
-                if qz == Q.QUANTIZER_DEPENDENT:
-                    q = np.clip(Q.dependent_levels(t, lam), -Q.MAX_BASE_LEVEL, Q.MAX_BASE_LEVEL)
-                else:
-                    q = Q.quantize(t, Q.MAX_BASE_LEVEL)
+                q = band1_levels(u, qz, lam)
                 a = Q.multipliers(q, qz)
             else:
+                t = np.ldexp(u, sum(bits[1:j + 1]))   # exact: a power-of-two scaling
                 lim = 1 << (bits[j] + 1)
                 base = acc << np.int64(bits[j])
                 q = np.clip(Q.quantize(t, Q.MAX_ACCUMULATED) - base, -lim, lim)
                 a = base + q
             levels.append(q)
             acc = a
-            prefixes.append(prefix_bits(acc, s64, c, dtype))
+            prefixes.append(prefix_bits(acc, s64, sum(bits[1:j + 1]), dtype))
 
         width = 8 * dtype.itemsize
         errors, digests = [], []
