@@ -25,26 +25,45 @@ def _options(chunk_elements=None, level=None, threads=None, sha256=True, alignme
 def save_file(tensors: dict, filename: str | os.PathLike, metadata: dict | None = None, *,
               chunk_elements: int | None = None, level: int | None = None,
               threads: int | None = None, sha256: bool = True, alignment_log2: int | None = None,
-              codec: str | None = None) -> None:
-    """Encode a dict of torch tensors to `filename` losslessly. The tensors are not modified."""
+              codec: str | None = None, bands: int | None = None,
+              band_options: dict | None = None) -> None:
+    """Encode a dict of torch tensors to `filename` losslessly. The tensors are not modified.
+    `bands=N` stores every float tensor as a band record of N bands (`band_options`: the fields
+    of wcodec.bandplan.BandConfig, e.g. band1_bits=4, refine_bits=4, lossless=True)."""
     from .torch_interop import tensor_to_raw
 
     if not isinstance(tensors, dict):
         raise InputError("save_file takes a dict of name -> torch.Tensor")
     opts = _options(chunk_elements, level, threads, sha256, alignment_log2, codec)
+    band_kw = None
+    if bands is not None:
+        from . import bandplan as _bands
+        cfg = _bands.BandConfig(bands=bands, **(band_options or {}))
+        band_kw = _bands.plan(((n, *tensor_to_raw(n, t)[:2], _uint_view(n, t))
+                               for n, t in tensors.items()), cfg, opts).kind_options
     with Writer(filename, metadata=metadata, system_metadata={KEY_SOURCE_FORMAT: "api"},
                 options=opts) as w:
         for name, t in tensors.items():
             dtype, shape, raw = tensor_to_raw(name, t)
-            w.add(name, dtype, shape, raw)
+            if band_kw is not None and _bands.eligible(dtype, shape):
+                w.add(name, dtype, shape, raw, kind=_bands.Bands, **band_kw)
+            else:
+                w.add(name, dtype, shape, raw)
+
+
+def _uint_view(name, t):
+    from .torch_interop import tensor_to_raw
+    dtype, _, raw = tensor_to_raw(name, t)
+    return raw.view(dtype.uint)
 
 
 def load_file(filename: str | os.PathLike, device="cpu", *, limits: Limits = DEFAULT_LIMITS,
-              verify_sha256: bool = True) -> dict:
-    """Decode every tensor of `filename` into a dict of torch tensors."""
+              verify_sha256: bool = True, bands: int | None = None) -> dict:
+    """Decode every tensor of `filename` into a dict of torch tensors (`bands=k`: only the first
+    k bands of band records)."""
     with safe_open(filename, framework="pt", device=device, limits=limits,
                    verify_sha256=verify_sha256) as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+        return {k: f.get_tensor(k, bands=bands) for k in f.keys()}
 
 
 class safe_open:  # noqa: N801  (named after safetensors.safe_open on purpose)
@@ -78,8 +97,12 @@ class safe_open:  # noqa: N801  (named after safetensors.safe_open on purpose)
     def info(self, name: str):
         return self.reader.info(name)
 
-    def get_tensor(self, name: str):
-        raw, dtype, shape = self.reader.read_array(name)
+    def get_tensor(self, name: str, bands: int | None = None):
+        """The tensor; `bands=k` decodes only the first k bands of a band record (all of them,
+        and digest-checked, when k >= its band count; other records ignore it)."""
+        from .bandplan import read_options
+        raw, dtype, shape = self.reader.read_array(
+            name, **read_options(self.reader.info(name), bands))
         if self.framework == "np":
             from .numpy_api import raw_to_numpy
             return raw_to_numpy(raw, dtype, shape)
