@@ -37,6 +37,8 @@ def tensor_to_raw(name: str, t) -> tuple[D.DType, tuple[int, ...], np.ndarray]:
     if flat.numel() == 0:
         raw = np.empty(0, dtype=np.uint8)
     else:
+        if flat.stride(0) != 1:  # one element keeps any stride through contiguous()/reshape()
+            flat = flat.as_strided((flat.numel(),), (1,))
         raw = flat.view(torch.uint8).numpy()
     raw = raw.view()
     raw.flags.writeable = False
