@@ -83,7 +83,8 @@ def torch_carrier(name: str):
 def torch_bits(t) -> bytes:
     """The element bytes of a torch tensor in C order (spec §7.3), whatever its strides."""
     import torch
-    t = t.detach().cpu().contiguous()
+    # a fresh C-contiguous copy: contiguous() may keep any stride of a size-1 dimension
+    t = t.detach().cpu().clone(memory_format=torch.contiguous_format)
     if t.numel() == 0:
         return b""
     return t.reshape(-1).view(torch.uint8).numpy().tobytes()
