@@ -60,6 +60,23 @@ def encode(
     no_sha256: bool = typer.Option(False, "--no-sha256", help="Do not store SHA-256 digests."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
+    bands: Optional[int] = typer.Option(None, "--bands", help="Store float tensors as band "
+                                        "records of N bands (2-8): decoding the first k gives a "
+                                        "coarser model, all of them the exact one."),
+    band1_bits: Optional[float] = typer.Option(None, "--band1-bits", help="With --bands: band 1's "
+                                               "bits per weight over the model (default 4)."),
+    band1_snr: Optional[float] = typer.Option(None, "--band1-snr", help="With --bands: band 1's "
+                                              "SNR in dB, per tensor (instead of --band1-bits)."),
+    band1_step: Optional[float] = typer.Option(None, "--band1-step", help="With --bands: band 1's "
+                                               "quantization step (instead of --band1-bits)."),
+    band_bits: int = typer.Option(4, "--band-bits", help="With --bands: bits each refinement "
+                                  "band adds (1-24)."),
+    band_scales: str = typer.Option("tensor", "--band-scales", help="With --bands: band 1's "
+                                    "scales: tensor, channel or group:G."),
+    band_quantizer: str = typer.Option("dependent", "--band-quantizer", help="With --bands: band "
+                                       "1's quantizer, dependent (trellis) or uniform."),
+    lossy_bands: bool = typer.Option(False, "--lossy-bands", help="With --bands: no exact "
+                                     "remainder band; the last band is quantized too."),
 ):
     """Encode weights losslessly into the wcodec format."""
     from . import formats
@@ -81,11 +98,20 @@ def encode(
         for _, target, _ in jobs:
             _check_target(target, force)
         total = sum(src.stat().st_size for src, _, enc in jobs if enc)
+        band_cfg = None
+        if bands is not None:
+            from .bandplan import BandConfig, encode_file_bands
+            band_cfg = BandConfig(bands=bands, band1_bits=band1_bits, band1_snr=band1_snr,
+                                  band1_step=band1_step, refine_bits=band_bits,
+                                  quantizer=band_quantizer, scales=band_scales,
+                                  lossless=not lossy_bands)
         with progress_bar(show_progress(quiet), total, "encoding") as advance:
             results = []
             for src, target, enc in jobs:
                 if enc:
-                    results.append(formats.encode_file(src, target, opts, progress=advance))
+                    results.append(formats.encode_file(src, target, opts, progress=advance)
+                                   if band_cfg is None else encode_file_bands(
+                                       src, target, opts, band_cfg, progress=advance))
                 else:
                     formats.copy_file(src, target)
         if not quiet:
@@ -111,6 +137,8 @@ def decode(
     threads: Optional[int] = typer.Option(None, help="Worker threads (default: all cores)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
+    bands: Optional[int] = typer.Option(None, "--bands", help="Decode only the first k bands of "
+                                        "band records (a coarser model; others decode fully)."),
 ):
     """Decode a wcodec file (or folder) to safetensors, bit for bit."""
     from . import formats
@@ -133,8 +161,13 @@ def decode(
         with progress_bar(show_progress(quiet), 0, "decoding") as advance:
             for src, target, dec in jobs:
                 if dec:
-                    r = formats.decode_file(src, target, patterns=tensor, reader_kw=reader_kw,
-                                            progress=advance)
+                    if bands is None:
+                        r = formats.decode_file(src, target, patterns=tensor,
+                                                reader_kw=reader_kw, progress=advance)
+                    else:
+                        from .bandplan import decode_file_bands
+                        r = decode_file_bands(src, target, bands, patterns=tensor,
+                                              reader_kw=reader_kw, progress=advance)
                     if not quiet:
                         typer.echo(f"{r['source']} -> {r['output']}: {r['tensors']} tensors",
                                    err=True)
