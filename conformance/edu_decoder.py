@@ -1,0 +1,968 @@
+#!/usr/bin/env python3
+"""Educational decoder for the wcodec weight-container format, version 1.
+
+Written from spec/ alone (README.md, container.md, records/plain.md, codecs/*.md), without the
+reference implementation, to show that the spec is enough to decode the format. It follows the spec
+in order: conventions (§1), file header (§3), blocks (§4), footer and layout (§5), index (§6),
+types and record kinds (§7), chunks and the codec chain (§8), then the codecs. Field names are the
+spec's; every rule that binds decoders is cited by its id, e.g. [HDR-01].
+
+    python conformance/edu_decoder.py INPUT.wcodec OUTPUT.safetensors
+
+On success it writes every tensor to OUTPUT as safetensors and exits 0. On a format error it writes
+nothing, prints one line `ClassName: message` (a class of spec §11) on stderr and exits 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass, field
+
+import crc32c
+import numpy as np
+import zstandard
+
+
+# ================================================================ §11 error classes
+class WcodecError(Exception):
+    """Base of the ten error classes of spec §11 (conformance compares the class name only)."""
+
+
+class BadMagic(WcodecError): """the file does not start with `magic`"""
+class UnsupportedVersion(WcodecError): """`version_major` != 1"""
+class UnsupportedFeature(WcodecError): """unknown required feature bit, block type, record kind, dtype, codec, lane method"""
+class Truncated(WcodecError): """the file or a structure ends before its declared end; no valid footer"""
+class ChecksumMismatch(WcodecError): """a CRC32C disagrees"""
+class LayoutError(WcodecError): """offsets, holes, overlaps, non-zero padding, block headers that disagree with the index"""
+class MalformedRecord(WcodecError): """a field has a value the specification forbids"""
+class LimitExceeded(WcodecError): """a count, length or size exceeds §10"""
+class CorruptPayload(WcodecError): """a codec cannot decode a chunk, or it decodes to the wrong length"""
+class DigestMismatch(WcodecError): """a decoded tensor's SHA-256 disagrees with its record"""
+
+
+# ================================================================ §10 limits (format maximum column)
+MAX_INDEX_PAYLOAD = 2**32 - 1   # INDEX payload bytes
+MAX_TENSOR_COUNT = 2**24
+MAX_BLOCK_COUNT = 2**28
+MAX_METADATA_COUNT = 4096
+MAX_VALUE_LENGTH = 1 << 20      # metadata value_length
+MAX_NAME_LENGTH = 1024
+MAX_RANK = 16                   # rank, stream_rank
+MAX_TENSOR_BYTES = 2**62        # bytes of one tensor (elements x itemsize)
+MAX_CHUNK_ELEMENTS = 2**26
+MAX_STREAM_COUNT = 64
+MAX_CODEC_COUNT = 8
+MAX_CONFIG_LENGTH = 1024
+MAX_PARAMS_LENGTH = 1 << 20
+MAX_ALIGNMENT_LOG2 = 16
+
+
+# ================================================================ §1 conventions
+def CRC32C(data) -> int:
+    """§1.2: CRC-32C (Castagnoli), init 0xFFFFFFFF, final XOR 0xFFFFFFFF."""
+    return crc32c.crc32c(data)
+
+
+assert CRC32C(b"123456789") == 0xE3069283  # the check value of §1.2
+
+
+def align_up(x: int, A: int) -> int:
+    """§1.3: the smallest multiple of A that is >= x."""
+    return -(-x // A) * A
+
+
+def utf8(raw, what: str, error=MalformedRecord) -> str:
+    """[STR-01] a string field that is not valid UTF-8 is rejected (MalformedRecord)."""
+    try:
+        return bytes(raw).decode("utf-8")  # strict: rejects overlongs, surrogates, truncated sequences
+    except UnicodeDecodeError:
+        raise error(f"[STR-01] {what} is not valid UTF-8") from None
+
+
+class Reader:
+    """Bounds-checked little-endian reads (§1.1) over buf[pos:end].
+
+    Every read is checked against the bytes that remain [LIM-01]; running past `end` raises
+    `error` (Truncated for file structures, CorruptPayload inside a codec's payload).
+    """
+
+    def __init__(self, buf, pos: int, end: int, what: str, error=Truncated, rule: str = "LIM-01"):
+        self.buf, self.pos, self.end, self.what, self.error = buf, pos, end, what, error
+        self.rule = rule
+
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def need(self, n: int, what: str) -> None:
+        if n > self.remaining():
+            raise self.error(f"[{self.rule}] {self.what}: {what} needs {n} bytes, "
+                             f"only {self.remaining()} remain")
+
+    def bytes(self, n: int, what: str = "field"):
+        self.need(n, what)
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def _int(self, fmt: str, n: int, what: str) -> int:
+        return struct.unpack(fmt, self.bytes(n, what))[0]
+
+    def u8(self, what="u8"): return self._int("<B", 1, what)
+    def u16(self, what="u16"): return self._int("<H", 2, what)
+    def u32(self, what="u32"): return self._int("<I", 4, what)
+    def u64(self, what="u64"): return self._int("<Q", 8, what)
+    def f64(self, what="f64"): return self._int("<d", 8, what)
+
+
+def check_limit(value: int, maximum: int, what: str, rule: str = "LIM-02") -> None:
+    """[LIM-02] a value above the format maximum of §10 is LimitExceeded (checked before use)."""
+    if value > maximum:
+        raise LimitExceeded(f"[{rule}] {what} = {value} exceeds the limit {maximum}")
+
+
+# ================================================================ §3 file header
+MAGIC = b"\x89WCD\r\n\x1a\n"
+HEADER_SIZE = 32
+FOOTER_SIZE = 32
+
+
+@dataclass
+class FileHeader:
+    # | 0 | 8 | magic | bytes[8] | 89 57 43 44 0D 0A 1A 0A |
+    # | 8 | 2 | version_major | u16 | 1 |
+    # | 10 | 2 | version_minor | u16 | 0 |
+    # | 12 | 4 | required_features | u32 | bit set; none defined in 1.0 |
+    # | 16 | 4 | optional_features | u32 | bit set; none defined in 1.0 |
+    # | 20 | 1 | alignment_log2 | u8 | 0 to 16 |
+    # | 21 | 7 | reserved | bytes[7] | zero |
+    # | 28 | 4 | header_crc32c | u32 | CRC32C of bytes 0 to 27 |
+    version_major: int
+    version_minor: int
+    required_features: int
+    optional_features: int
+    alignment_log2: int
+
+
+REQUIRED_FEATURES_IMPLEMENTED = 0   # version 1.0 defines no required feature bits
+
+
+def read_file_header(buf) -> FileHeader:
+    file_size = len(buf)
+    # [HDR-01] The first 8 bytes must be `magic`. We compare whatever prefix exists first, so that a
+    # file shorter than 8 bytes that is not a prefix of magic is BadMagic (one that is, is Truncated).
+    n = min(file_size, 8)
+    if bytes(buf[:n]) != MAGIC[:n]:
+        raise BadMagic("[HDR-01] not a wcodec file (bad magic)")
+    # [HDR-02] A file shorter than 64 bytes (header and footer) is Truncated.
+    if file_size < HEADER_SIZE + FOOTER_SIZE:
+        raise Truncated(f"[HDR-02] file of {file_size} bytes cannot hold a header and a footer")
+    r = Reader(buf, 0, HEADER_SIZE, "FileHeader")
+    r.bytes(8, "magic")
+    version_major = r.u16()
+    version_minor = r.u16()
+    required_features = r.u32()
+    optional_features = r.u32()
+    alignment_log2 = r.u8()
+    reserved = r.bytes(7)
+    header_crc32c = r.u32()
+    # Checks in the order of §3: HDR-02, HDR-01 (done), HDR-03, HDR-04, HDR-05, HDR-07, RSV-01.
+    if header_crc32c != CRC32C(buf[0:28]):                                       # [HDR-03]
+        raise ChecksumMismatch("[HDR-03] file header CRC32C mismatch")
+    if version_major != 1:                                                       # [HDR-04]
+        raise UnsupportedVersion(f"[HDR-04] version_major {version_major} (this decoder reads 1)")
+    # any version_minor is accepted [HDR-04]
+    unknown = required_features & ~REQUIRED_FEATURES_IMPLEMENTED                 # [HDR-05]
+    if unknown:
+        bit = (unknown & -unknown).bit_length() - 1
+        raise UnsupportedFeature(f"[HDR-05] required feature bit {bit} is not implemented")
+    # [HDR-06] bits of optional_features that we do not implement (all of them) are ignored.
+    if alignment_log2 > MAX_ALIGNMENT_LOG2:                                      # [HDR-07]
+        raise MalformedRecord(f"[HDR-07] alignment_log2 {alignment_log2} > 16")
+    if any(reserved):                                                            # [RSV-01]
+        raise MalformedRecord("[RSV-01] FileHeader.reserved is not zero")
+    return FileHeader(version_major, version_minor, required_features, optional_features,
+                      alignment_log2)
+
+
+# ================================================================ §4 blocks
+BLOCK_HEADER_SIZE = 24
+BLOCK_TRAILER_SIZE = 4
+BLOCK_OVERHEAD = BLOCK_HEADER_SIZE + BLOCK_TRAILER_SIZE   # total size = 28 + payload_length
+NO_ID = 0xFFFFFFFF
+
+# | value | name | required | meaning |
+# | 0x8001 | CHUNK | yes | one chunk of one stream of one tensor record (§8) |
+# | 0x8002 | INDEX | yes | the index (§6); appears exactly once, located by the footer |
+# | 0x0000-0x7FFF | - | no | reserved for optional blocks; none defined in 1.0 |
+# | other values with bit 15 set | - | yes | reserved |
+CHUNK = 0x8001
+INDEX = 0x8002
+REQUIRED_BIT = 0x8000
+
+
+@dataclass
+class BlockHeader:
+    # | 0 | 2 | block_type | u16 | bit 15 set = required |
+    # | 2 | 2 | block_flags | u16 | reserved, zero |
+    # | 4 | 4 | tensor_id | u32 | CHUNK: index of the tensor record; else 0xFFFFFFFF |
+    # | 8 | 4 | stream_id | u32 | CHUNK: index of the stream in that record; else 0xFFFFFFFF |
+    # | 12 | 4 | chunk_id | u32 | CHUNK: index of the chunk in that stream; else 0xFFFFFFFF |
+    # | 16 | 8 | payload_length | u64 | bytes of payload that follow |
+    block_type: int
+    block_flags: int
+    tensor_id: int
+    stream_id: int
+    chunk_id: int
+    payload_length: int
+
+
+def read_block_header(buf, offset: int, what: str) -> BlockHeader:
+    r = Reader(buf, offset, len(buf), what)
+    return BlockHeader(r.u16(), r.u16(), r.u32(), r.u32(), r.u32(), r.u64())
+
+
+def read_block_trailer(buf, offset: int, payload_length: int, what: str) -> int:
+    """BlockTrailer: | 0 | 4 | block_crc32c | u32 | CRC32C of the BlockHeader and the payload |"""
+    r = Reader(buf, offset + BLOCK_HEADER_SIZE + payload_length, len(buf), what)
+    return r.u32("block_crc32c")
+
+
+def check_block_crc(buf, offset: int, payload_length: int, what: str) -> int:
+    """[BLK-01] block_crc32c must equal CRC32C(header + payload). Returns the trailer value."""
+    end = offset + BLOCK_HEADER_SIZE + payload_length
+    stored = read_block_trailer(buf, offset, payload_length, what)
+    if stored != CRC32C(buf[offset:end]):
+        raise ChecksumMismatch(f"[BLK-01] {what} CRC32C mismatch")
+    return stored
+
+
+# ================================================================ §5.1 footer
+@dataclass
+class Footer:
+    # | 0 | 8 | index_offset | u64 | file offset of the INDEX block |
+    # | 8 | 8 | index_block_size | u64 | total size of the INDEX block, 28 + payload_length |
+    # | 16 | 8 | footer_magic | bytes[8] | WCDINDEX |
+    # | 24 | 4 | reserved | u32 | zero |
+    # | 28 | 4 | footer_crc32c | u32 | CRC32C of footer bytes 0 to 23 |
+    index_offset: int
+    index_block_size: int
+
+
+FOOTER_MAGIC = b"WCDINDEX"
+
+
+def read_footer(buf, A: int) -> Footer:
+    file_size = len(buf)
+    start = file_size - FOOTER_SIZE
+    r = Reader(buf, start, file_size, "Footer")
+    index_offset = r.u64()
+    index_block_size = r.u64()
+    footer_magic = bytes(r.bytes(8))
+    reserved = r.u32()
+    footer_crc32c = r.u32()
+    if footer_magic != FOOTER_MAGIC:                                             # [FTR-01]
+        raise Truncated("[FTR-01] no footer magic at the end of the file (cut short or unfinished)")
+    if footer_crc32c != CRC32C(buf[start:start + 24]):                            # [FTR-02]
+        raise ChecksumMismatch("[FTR-02] footer CRC32C mismatch")
+    if reserved != 0:                                                            # [RSV-01]
+        raise MalformedRecord("[RSV-01] Footer.reserved is not zero")
+    if index_offset + index_block_size != file_size - FOOTER_SIZE:               # [FTR-03]
+        raise LayoutError("[FTR-03] index_offset + index_block_size != file_size - 32")
+    if index_offset % A != 0:
+        raise LayoutError(f"[FTR-03] index_offset {index_offset} is not a multiple of {A}")
+    if index_block_size < BLOCK_OVERHEAD:
+        raise LayoutError(f"[FTR-03] index_block_size {index_block_size} < 28")
+    # Consequence of [LAY-02] (index_offset = align_up(e_n, A) with e_n >= 32), checked now so that
+    # the INDEX block header never overlaps the file header.
+    if index_offset < align_up(HEADER_SIZE, A):
+        raise LayoutError(f"[LAY-02] index_offset {index_offset} lies inside the file header")
+    return Footer(index_offset, index_block_size)
+
+
+# ================================================================ §5.2 the INDEX block
+def read_index_block(buf, footer: Footer):
+    payload_length = footer.index_block_size - BLOCK_OVERHEAD
+    check_limit(payload_length, MAX_INDEX_PAYLOAD, "INDEX payload bytes")           # §10
+    off = footer.index_offset
+    h = read_block_header(buf, off, "INDEX block")
+    # [IDX-01] type INDEX, ids 0xFFFFFFFF, payload_length = index_block_size - 28 (LayoutError).
+    if h.block_type != INDEX:
+        raise LayoutError(f"[IDX-01] block at index_offset has block_type {h.block_type:#06x}, not INDEX")
+    if (h.tensor_id, h.stream_id, h.chunk_id) != (NO_ID, NO_ID, NO_ID):
+        raise LayoutError("[IDX-01] INDEX block tensor_id/stream_id/chunk_id are not 0xFFFFFFFF")
+    if h.payload_length != payload_length:
+        raise LayoutError("[IDX-01] INDEX payload_length disagrees with the footer's index_block_size")
+    # [IDX-02] the CRC is checked before the payload is parsed.
+    try:
+        check_block_crc(buf, off, payload_length, "INDEX block")
+    except ChecksumMismatch as e:
+        raise ChecksumMismatch(str(e).replace("[BLK-01]", "[IDX-02]")) from None
+    if h.block_flags != 0:                                                       # [BLK-04] [RSV-01]
+        raise MalformedRecord("[BLK-04] INDEX block_flags is not zero")
+    start = off + BLOCK_HEADER_SIZE
+    return buf[start:start + payload_length]
+
+
+# ================================================================ §7.1 data types (needed by §6)
+@dataclass(frozen=True)
+class DType:
+    name: str
+    itemsize: int
+    safetensors: str   # the dtype string of the safetensors output
+
+
+# | value | name | itemsize | notes |
+DTYPES = {
+    1: DType("float64", 8, "F64"),          # IEEE binary64
+    2: DType("float32", 4, "F32"),          # IEEE binary32
+    3: DType("float16", 2, "F16"),          # IEEE binary16
+    4: DType("bfloat16", 2, "BF16"),        # upper 16 bits of binary32
+    5: DType("float8_e4m3fn", 1, "F8_E4M3"),  # OCP FP8 E4M3, no infinities
+    6: DType("float8_e5m2", 1, "F8_E5M2"),  # OCP FP8 E5M2
+    7: DType("int8", 1, "I8"),              # two's complement
+    8: DType("int16", 2, "I16"),
+    9: DType("int32", 4, "I32"),
+    10: DType("int64", 8, "I64"),
+    11: DType("uint8", 1, "U8"),
+    12: DType("uint16", 2, "U16"),
+    13: DType("uint32", 4, "U32"),
+    14: DType("uint64", 8, "U64"),
+    15: DType("bool", 1, "BOOL"),           # one byte per element, stored as given
+}
+# Codecs treat every element as an opaque unsigned integer of itemsize bytes (its bit pattern).
+
+
+def dtype_of(value: int, what: str) -> DType:
+    if value not in DTYPES:                                                      # [REC-02]
+        raise UnsupportedFeature(f"[REC-02] unknown {what} {value}")
+    return DTYPES[value]
+
+
+def shape_size(shape, itemsize: int, what: str) -> int:
+    """[REC-04] elements = product of dims (1 for rank 0); bytes = elements x itemsize <= 2^62.
+    The product is exact (Python integers do not overflow), so a shape with a zero dimension is
+    empty however large its other dimensions are."""
+    if 0 in shape:
+        return 0
+    elements = 1
+    for d in shape:
+        elements *= d
+        if elements * itemsize > MAX_TENSOR_BYTES:     # stop early: the product only grows
+            break
+    if elements * itemsize > MAX_TENSOR_BYTES:
+        raise LimitExceeded(f"[REC-04] {what} shape {list(shape)} is more than 2^62 bytes")
+    return elements
+
+
+# ================================================================ §9 codecs (needed to parse §6.4)
+# | id | name | kind |
+# | 1 | bytes | array->bytes |
+# | 2 | planes | array->bytes |
+# | 256 | lanes | bytes->bytes |
+# Ids 1-255 are array->bytes codecs, 256-511 bytes->bytes codecs, 512-767 array->array codecs.
+CODEC_BYTES, CODEC_PLANES, CODEC_LANES = 1, 2, 256
+CODEC_NAMES = {CODEC_BYTES: "bytes", CODEC_PLANES: "planes", CODEC_LANES: "lanes"}
+ARRAY_TO_BYTES, BYTES_TO_BYTES = "array->bytes", "bytes->bytes"
+CODEC_KIND = {CODEC_BYTES: ARRAY_TO_BYTES, CODEC_PLANES: ARRAY_TO_BYTES, CODEC_LANES: BYTES_TO_BYTES}
+
+
+@dataclass
+class CodecSpec:
+    # | codec_id | u16 | §9 |
+    # | config_length | u16 | <= 1024 |
+    # | config | bytes[config_length] | the codec page's configuration layout |
+    codec_id: int
+    config: bytes
+    lane_count: int = 0   # lanes only
+
+
+def check_codec_config(c: CodecSpec) -> None:
+    """[CHN-01] a config that does not match the codec page's layout exactly is MalformedRecord."""
+    if c.codec_id in (CODEC_BYTES, CODEC_PLANES):
+        if len(c.config) != 0:                       # bytes.md / planes.md: config_length is 0
+            raise MalformedRecord(f"[CHN-01] codec {CODEC_NAMES[c.codec_id]} config_length must be 0")
+    elif c.codec_id == CODEC_LANES:
+        # lanes.md: | 0 | 1 | lane_count | u8 | 1 to 16 |
+        if len(c.config) != 1:                                                   # [LAN-01]
+            raise MalformedRecord("[LAN-01] lanes config_length must be 1")
+        c.lane_count = c.config[0]
+        if not 1 <= c.lane_count <= 16:
+            raise MalformedRecord(f"[LAN-01] lanes lane_count {c.lane_count} is not 1 to 16")
+
+
+def check_chain(codecs: list[CodecSpec], what: str) -> None:
+    """[CHN-01] the chain, in encode order, is: array->array*, one array->bytes, bytes->bytes*.
+    Version 1.0 allows no array->array codec and at most one bytes->bytes codec."""
+    for c in codecs:
+        if c.codec_id not in CODEC_KIND:
+            raise UnsupportedFeature(f"[CHN-01] unknown codec_id {c.codec_id} in {what}")
+    kinds = [CODEC_KIND[c.codec_id] for c in codecs]
+    if kinds not in ([ARRAY_TO_BYTES], [ARRAY_TO_BYTES, BYTES_TO_BYTES]):
+        raise MalformedRecord(f"[CHN-01] codec chain {[CODEC_NAMES[c.codec_id] for c in codecs]} "
+                              f"of {what} is not one array->bytes codec and at most one bytes->bytes codec")
+    for c in codecs:
+        check_codec_config(c)
+
+
+# ================================================================ §6 index payload
+@dataclass
+class BlockEntry:
+    # | 0 | 8 | offset | u64 | file offset of the block |
+    # | 8 | 8 | payload_length | u64 | the block's payload_length |
+    # | 16 | 2 | block_type | u16 | the block's block_type |
+    # | 18 | 2 | reserved | u16 | zero |
+    # | 20 | 4 | block_crc32c | u32 | the block's block_crc32c |
+    offset: int
+    payload_length: int
+    block_type: int
+    block_crc32c: int
+
+
+@dataclass
+class MetadataEntry:
+    # | key_length | u16 | 1 to 256 |
+    # | key | bytes[key_length] | UTF-8 |
+    # | value_type | u8 | 1 string (UTF-8), 2 i64 (signed), 3 f64, 4 bool (0 or 1), 5 bytes |
+    # | value_length | u32 | bytes of value; 8 for i64 and f64, 1 for bool |
+    # | value | bytes[value_length] | |
+    key: str
+    value_type: int
+    value: object
+
+
+@dataclass
+class Stream:
+    # | stream_dtype | u8 | §7.1 |
+    # | stream_rank | u8 | 0 to 16 |
+    # | stream_shape | u64[stream_rank] | |
+    # | chunk_elements | u64 | 1 to 2^26 |
+    # | codec_count | u8 | 1 to 8 |
+    # | codecs | CodecSpec[codec_count] | in encode order |
+    # | chunk_count | u32 | |
+    # | chunk_blocks | u32[chunk_count] | block table index of each chunk's CHUNK block |
+    stream_dtype: int
+    stream_shape: tuple
+    chunk_elements: int
+    codecs: list
+    chunk_blocks: list
+    elements: int = 0
+
+
+@dataclass
+class TensorRecord:
+    # | name_length | u16 | 1 to 1024 |
+    # | name | bytes[name_length] | UTF-8 |
+    # | dtype | u8 | §7.1 |
+    # | record_kind | u8 | §7.2 |
+    # | record_flags | u8 | bit 0 has_sha256, bit 1 lossy; other bits reserved |
+    # | rank | u8 | 0 to 16 |
+    # | shape | u64[rank] | |
+    # | sha256 | bytes[32] | present only when has_sha256 |
+    # | error | ErrorStats | present only when lossy |
+    # | params_length | u32 | <= 1 MiB |
+    # | params | bytes[params_length] | record-kind parameters (its page) |
+    # | stream_count | u8 | 1 to 64 |
+    # | streams | Stream[stream_count] | |
+    name: str
+    dtype: int
+    record_kind: int
+    record_flags: int
+    shape: tuple
+    sha256: bytes | None
+    error: tuple | None      # ErrorStats: (max_abs_error, mean_squared_error, signal_power), f64 each
+    params: bytes
+    streams: list = field(default_factory=list)
+    elements: int = 0
+
+
+HAS_SHA256, LOSSY = 0x01, 0x02
+
+
+@dataclass
+class Index:
+    blocks: list
+    metadata: list
+    tensors: list
+
+
+def parse_index(payload) -> Index:
+    """§6: IndexHeader, block_count BlockEntry, metadata_count MetadataEntry, tensor_count
+    TensorRecord, nothing aligned. [IDX-03] must parse exactly: Truncated when a structure runs
+    past the end of the payload (the Reader does that), MalformedRecord for bytes left over."""
+    r = Reader(payload, 0, len(payload), "INDEX payload", rule="IDX-03")
+    # §6.1 IndexHeader: | 0 tensor_count u32 | 4 block_count u32 | 8 metadata_count u32 | 12 reserved u32 |
+    tensor_count = r.u32("tensor_count")
+    block_count = r.u32("block_count")
+    metadata_count = r.u32("metadata_count")
+    if r.u32("reserved") != 0:                                                   # [RSV-01]
+        raise MalformedRecord("[RSV-01] IndexHeader.reserved is not zero")
+    # [IDX-04] counts against §10 (LimitExceeded) and against the bytes that remain, using the
+    # smallest size of one entry: 24 per BlockEntry, 8 per MetadataEntry, 8 per TensorRecord.
+    check_limit(block_count, MAX_BLOCK_COUNT, "block_count", "IDX-04")
+    check_limit(metadata_count, MAX_METADATA_COUNT, "metadata_count", "IDX-04")
+    check_limit(tensor_count, MAX_TENSOR_COUNT, "tensor_count", "IDX-04")
+    if block_count * 24 + metadata_count * 8 + tensor_count * 8 > r.remaining():
+        raise Truncated(f"[IDX-04] {block_count} blocks, {metadata_count} metadata entries and "
+                        f"{tensor_count} tensors cannot fit in the {r.remaining()} bytes that remain")
+
+    # §6.2 the block table
+    blocks = []
+    for k in range(block_count):
+        offset, payload_length, block_type = r.u64(), r.u64(), r.u16()
+        reserved, block_crc32c = r.u16(), r.u32()
+        if reserved != 0:                                                        # [RSV-01]
+            raise MalformedRecord(f"[RSV-01] BlockEntry {k} reserved is not zero")
+        if block_type == INDEX:                                                  # [IDX-05]
+            raise MalformedRecord(f"[IDX-05] block table entry {k} lists an INDEX block")
+        if block_type & REQUIRED_BIT and block_type != CHUNK:                   # [BLK-02]
+            raise UnsupportedFeature(f"[BLK-02] required block type {block_type:#06x} (entry {k}) "
+                                     f"is not implemented")
+        # [BLK-03] optional block types (bit 15 clear) are ignored, but keep their place in the layout.
+        blocks.append(BlockEntry(offset, payload_length, block_type, block_crc32c))
+
+    # §6.3 metadata
+    metadata, keys = [], set()
+    for i in range(metadata_count):
+        key_length = r.u16("key_length")
+        if not 1 <= key_length <= 256:
+            raise MalformedRecord(f"[META-01] metadata entry {i}: key_length {key_length} is not 1 to 256")
+        key = utf8(r.bytes(key_length, "key"), f"metadata key {i}")               # [META-01] [STR-01]
+        if key in keys:
+            raise MalformedRecord(f"[META-01] duplicate metadata key {key!r}")
+        keys.add(key)
+        value_type = r.u8("value_type")
+        if not 1 <= value_type <= 5:
+            raise MalformedRecord(f"[META-01] metadata {key!r}: value_type {value_type} is not 1 to 5")
+        value_length = r.u32("value_length")
+        check_limit(value_length, MAX_VALUE_LENGTH, f"metadata {key!r} value_length")
+        if value_type in (2, 3) and value_length != 8:
+            raise MalformedRecord(f"[META-01] metadata {key!r}: i64/f64 value_length {value_length} != 8")
+        if value_type == 4 and value_length != 1:
+            raise MalformedRecord(f"[META-01] metadata {key!r}: bool value_length {value_length} != 1")
+        raw = bytes(r.bytes(value_length, "value"))
+        if value_type == 1:
+            value = utf8(raw, f"metadata {key!r} string value")
+        elif value_type == 2:
+            value = struct.unpack("<q", raw)[0]
+        elif value_type == 3:
+            value = struct.unpack("<d", raw)[0]
+        elif value_type == 4:
+            if raw[0] not in (0, 1):
+                raise MalformedRecord(f"[META-01] metadata {key!r}: bool byte {raw[0]} is not 0 or 1")
+            value = bool(raw[0])
+        else:
+            value = raw
+        # [META-02] metadata is inert: it is only carried to the output, never executed, evaluated,
+        # resolved, or used to choose how tensors are decoded.
+        metadata.append(MetadataEntry(key, value_type, value))
+
+    # §6.4 tensor records
+    tensors, names = [], set()
+    chunk_owner = {}   # block table index -> (t, s, c), for [REC-07]
+    for t in range(tensor_count):
+        rec = parse_tensor_record(r, t, blocks, chunk_owner)
+        if rec.name in names:                                                    # [REC-01]
+            raise MalformedRecord(f"[REC-01] duplicate tensor name {rec.name!r}")
+        names.add(rec.name)
+        tensors.append(rec)
+
+    if r.remaining() != 0:                                                       # [IDX-03]
+        raise MalformedRecord(f"[IDX-03] {r.remaining()} bytes left over after the last tensor record")
+    # [REC-07] every CHUNK block of the table is named by exactly one chunk (duplicates were caught
+    # while parsing; here: none left unnamed).
+    for k, b in enumerate(blocks):
+        if b.block_type == CHUNK and k not in chunk_owner:
+            raise LayoutError(f"[REC-07] CHUNK block {k} is not named by any chunk")
+    return Index(blocks, metadata, tensors)
+
+
+def parse_tensor_record(r: Reader, t: int, blocks: list, chunk_owner: dict) -> TensorRecord:
+    name_length = r.u16("name_length")
+    if name_length == 0:                                                         # [REC-01]
+        raise MalformedRecord(f"[REC-01] tensor {t}: empty name")
+    check_limit(name_length, MAX_NAME_LENGTH, f"tensor {t} name_length")         # §10
+    name = utf8(r.bytes(name_length, "name"), f"tensor {t} name")                # [REC-01] [STR-01]
+    # [REC-01] the name is an opaque key: it is never used as a file path.
+    dtype = r.u8("dtype")
+    dt = dtype_of(dtype, f"dtype of tensor {name!r}")                            # [REC-02]
+    record_kind = r.u8("record_kind")
+    if record_kind not in RECORD_KINDS:                                          # [REC-03]
+        raise UnsupportedFeature(f"[REC-03] tensor {name!r}: record_kind {record_kind} "
+                                 f"({RESERVED_KINDS.get(record_kind, 'unknown')}) is not implemented")
+    record_flags = r.u8("record_flags")
+    if record_flags & ~(HAS_SHA256 | LOSSY):                                     # [REC-10] [RSV-01]
+        raise MalformedRecord(f"[REC-10] tensor {name!r}: reserved record_flags bits {record_flags:#04x}")
+    rank = r.u8("rank")
+    check_limit(rank, MAX_RANK, f"tensor {name!r} rank", "REC-05")               # [REC-05]
+    shape = tuple(r.u64("shape") for _ in range(rank))
+    elements = shape_size(shape, dt.itemsize, f"tensor {name!r}")                 # [REC-04]
+    sha256 = bytes(r.bytes(32, "sha256")) if record_flags & HAS_SHA256 else None
+    error = (r.f64(), r.f64(), r.f64()) if record_flags & LOSSY else None         # ErrorStats, 24 bytes
+    params_length = r.u32("params_length")
+    check_limit(params_length, MAX_PARAMS_LENGTH, f"tensor {name!r} params_length", "REC-05")
+    params = bytes(r.bytes(params_length, "params"))
+    stream_count = r.u8("stream_count")
+    if not 1 <= stream_count <= MAX_STREAM_COUNT:                                # [REC-05]
+        raise LimitExceeded(f"[REC-05] tensor {name!r}: stream_count {stream_count} is not 1 to 64")
+    rec = TensorRecord(name, dtype, record_kind, record_flags, shape, sha256, error, params,
+                       elements=elements)
+    for s in range(stream_count):
+        rec.streams.append(parse_stream(r, t, s, name, blocks, chunk_owner))
+    RECORD_KINDS[record_kind].check(rec)   # the record kind's own rules, e.g. [PLN-01]
+    return rec
+
+
+def parse_stream(r: Reader, t: int, s: int, name: str, blocks: list, chunk_owner: dict) -> Stream:
+    what = f"stream {s} of tensor {name!r}"
+    stream_dtype = r.u8("stream_dtype")
+    dt = dtype_of(stream_dtype, f"stream_dtype of {what}")                      # [REC-02]
+    stream_rank = r.u8("stream_rank")
+    check_limit(stream_rank, MAX_RANK, f"{what} stream_rank", "REC-05")         # [REC-05]
+    stream_shape = tuple(r.u64("stream_shape") for _ in range(stream_rank))
+    n = shape_size(stream_shape, dt.itemsize, what)                             # [REC-04]
+    chunk_elements = r.u64("chunk_elements")
+    if not 1 <= chunk_elements <= MAX_CHUNK_ELEMENTS:                           # [REC-05]
+        raise LimitExceeded(f"[REC-05] {what}: chunk_elements {chunk_elements} is not 1 to 2^26")
+    codec_count = r.u8("codec_count")
+    if not 1 <= codec_count <= MAX_CODEC_COUNT:                                  # [REC-05]
+        raise LimitExceeded(f"[REC-05] {what}: codec_count {codec_count} is not 1 to 8")
+    codecs = []
+    for _ in range(codec_count):
+        codec_id = r.u16("codec_id")
+        config_length = r.u16("config_length")
+        check_limit(config_length, MAX_CONFIG_LENGTH, f"{what} config_length", "REC-05")
+        codecs.append(CodecSpec(codec_id, bytes(r.bytes(config_length, "config"))))
+    check_chain(codecs, what)                                                    # [CHN-01]
+    chunk_count = r.u32("chunk_count")
+    expected = -(-n // chunk_elements)          # ceil(n / chunk_elements), 0 when n = 0
+    if chunk_count != expected:                                                  # [REC-06]
+        raise MalformedRecord(f"[REC-06] {what}: chunk_count {chunk_count}, expected {expected}")
+    r.need(4 * chunk_count, "chunk_blocks")                                      # [LIM-01]
+    chunk_blocks = []
+    for c in range(chunk_count):
+        k = r.u32("chunk_blocks")
+        # [REC-07] < block_count, names a CHUNK block, and no block is named twice.
+        if k >= len(blocks):
+            raise LayoutError(f"[REC-07] {what} chunk {c}: block {k} >= block_count {len(blocks)}")
+        if blocks[k].block_type != CHUNK:
+            raise LayoutError(f"[REC-07] {what} chunk {c}: block {k} is not a CHUNK block")
+        if k in chunk_owner:
+            raise LayoutError(f"[REC-07] CHUNK block {k} is named by more than one chunk")
+        chunk_owner[k] = (t, s, c)
+        chunk_blocks.append(k)
+    return Stream(stream_dtype, stream_shape, chunk_elements, codecs, chunk_blocks, elements=n)
+
+
+# ================================================================ §5.3 every byte accounted for
+def check_layout(buf, A: int, index_offset: int, blocks: list) -> None:
+    e = HEADER_SIZE                                      # e_0 = 32
+    for k, b in enumerate(blocks):
+        if b.offset != align_up(e, A):                                           # [LAY-01]
+            raise LayoutError(f"[LAY-01] block {k} at offset {b.offset}, expected {align_up(e, A)}")
+        e = b.offset + BLOCK_OVERHEAD + b.payload_length  # e_{k+1}
+        if e > index_offset:                                                     # [LAY-04]
+            raise LayoutError(f"[LAY-04] block {k} runs past the INDEX block")
+    if index_offset != align_up(e, A):                                           # [LAY-02]
+        raise LayoutError(f"[LAY-02] index_offset {index_offset}, expected {align_up(e, A)}")
+    # [LAY-03] the padding that follows the header is checked when the file is opened.
+    first = blocks[0].offset if blocks else index_offset
+    check_padding(buf, HEADER_SIZE, first, "the file header")
+
+
+def check_padding(buf, start: int, end: int, after: str) -> None:
+    """[LAY-03] every padding byte is zero."""
+    if any(buf[start:end]):
+        raise LayoutError(f"[LAY-03] non-zero padding after {after}")
+
+
+def padding_end(blocks: list, k: int, index_offset: int) -> int:
+    return blocks[k + 1].offset if k + 1 < len(blocks) else index_offset
+
+
+# ================================================================ opening a file (§3 - §6)
+@dataclass
+class WcodecFile:
+    buf: object
+    header: FileHeader
+    footer: Footer
+    index: Index
+    A: int
+
+
+def open_wcodec(buf) -> WcodecFile:
+    header = read_file_header(buf)                       # §3
+    A = 1 << header.alignment_log2
+    footer = read_footer(buf, A)                         # §5.1
+    payload = read_index_block(buf, footer)              # §5.2
+    index = parse_index(payload)                         # §6
+    check_layout(buf, A, footer.index_offset, index.blocks)   # §5.3
+    return WcodecFile(buf, header, footer, index, A)
+
+
+# ================================================================ §8 streams, chunks and the codec chain
+def read_chunk_block(f: WcodecFile, k: int, t: int, s: int, c: int):
+    """Read CHUNK block k, which holds chunk c of stream s of tensor t; returns its payload."""
+    b = f.index.blocks[k]
+    what = f"block {k}"
+    h = read_block_header(f.buf, b.offset, what)
+    # [LAY-05] the header agrees with the table entry (type, length: LayoutError; CRC: ChecksumMismatch)
+    if h.block_type != b.block_type or h.payload_length != b.payload_length:
+        raise LayoutError(f"[LAY-05] {what}: block header type/payload_length disagree with the block table")
+    stored = check_block_crc(f.buf, b.offset, b.payload_length, what)           # [BLK-01]
+    if stored != b.block_crc32c:
+        raise ChecksumMismatch(f"[LAY-05] {what}: block_crc32c disagrees with the block table")
+    if h.block_flags != 0:                                                       # [BLK-04] [RSV-01]
+        raise MalformedRecord(f"[BLK-04] {what}: block_flags is not zero")
+    if (h.tensor_id, h.stream_id, h.chunk_id) != (t, s, c):                      # [REC-08]
+        raise LayoutError(f"[REC-08] {what}: holds tensor/stream/chunk ({h.tensor_id}, {h.stream_id}, "
+                          f"{h.chunk_id}), expected ({t}, {s}, {c})")
+    end = b.offset + BLOCK_OVERHEAD + b.payload_length
+    check_padding(f.buf, end, padding_end(f.index.blocks, k, f.footer.index_offset), what)  # [LAY-03]
+    start = b.offset + BLOCK_HEADER_SIZE
+    return f.buf[start:start + b.payload_length]
+
+
+def decode_stream(f: WcodecFile, t: int, s: int, stream: Stream) -> bytearray:
+    """8.1: chunk c holds elements c*chunk_elements up to min((c+1)*chunk_elements, n).
+    8.4: each chunk's decoded elements are placed at their positions in the stream."""
+    dt = DTYPES[stream.stream_dtype]
+    n = stream.elements
+    out = bytearray(n * dt.itemsize)    # size checked by [REC-04]; the chunk blocks exist ([REC-07])
+    for c, k in enumerate(stream.chunk_blocks):
+        first = c * stream.chunk_elements
+        count = min((c + 1) * stream.chunk_elements, n) - first
+        payload = read_chunk_block(f, k, t, s, c)
+        data = decode_chunk(payload, count, stream, f"chunk {c} (block {k})")
+        out[first * dt.itemsize:(first + count) * dt.itemsize] = data
+    return out
+
+
+def decode_chunk(payload, k: int, stream: Stream, what: str) -> bytes:
+    """8.3: L = k x itemsize(stream_dtype). The bytes->bytes codec (if any) decodes the payload,
+    told L; the array->bytes codec then decodes the result into k elements. [CHN-02]: any other
+    length, produced or declared, is CorruptPayload, before allocating more than L."""
+    L = k * DTYPES[stream.stream_dtype].itemsize
+    array_to_bytes, *bytes_to_bytes = stream.codecs      # shape checked by [CHN-01]
+    data = payload
+    for codec in reversed(bytes_to_bytes):               # at most one in 1.0 (lanes)
+        data = lanes_decode(data, L, codec.lane_count, what)
+    if array_to_bytes.codec_id == CODEC_BYTES:
+        return bytes_decode(data, k, stream.stream_dtype, what)
+    return planes_decode(data, k, stream.stream_dtype, what)
+
+
+# ================================================================ codec `bytes` (id 1, codecs/bytes.md)
+def bytes_decode(data, k: int, stream_dtype: int, what: str) -> bytes:
+    """Elements as itemsize little-endian bytes, in order: the identity on the tensor bytes."""
+    L = k * DTYPES[stream_dtype].itemsize
+    if len(data) != L:                                                           # [BYT-01]
+        raise CorruptPayload(f"[BYT-01] {what}: bytes codec input is {len(data)} bytes, expected {L}")
+    return bytes(data)
+
+
+# ================================================================ codec `planes` (id 2, codecs/planes.md)
+# | dtype | w from t (decode) |
+# | float64, float32, float16, bfloat16 | w = (t >> 1) | ((t & 1) << (B - 1))  (rotate right by one) |
+# | every other dtype | w = t |
+ROTATED = {1, 2, 3, 4}
+
+
+def planes_decode(data, k: int, stream_dtype: int, what: str) -> bytes:
+    itemsize = DTYPES[stream_dtype].itemsize
+    L = k * itemsize
+    if len(data) != L:                                                           # [PLN2-01]
+        raise CorruptPayload(f"[PLN2-01] {what}: planes input is {len(data)} bytes, expected {L}")
+    # Plane j is bytes j*k .. (j+1)*k - 1; byte i of plane j is byte (itemsize - 1 - j) of t_i
+    # (byte 0 = t & 0xFF). So the little-endian bytes of t_i are byte i of planes itemsize-1, ..., 0.
+    planes = np.frombuffer(data, dtype=np.uint8).reshape(itemsize, k)
+    t = np.ascontiguousarray(planes[::-1].T).view(f"<u{itemsize}").reshape(k)
+    if stream_dtype in ROTATED:
+        B = 8 * itemsize
+        w = (t >> 1) | ((t & 1) << (B - 1))
+    else:
+        w = t
+    return w.astype(f"<u{itemsize}", copy=False).tobytes()   # w_i as itemsize little-endian bytes
+
+
+# ================================================================ codec `lanes` (id 256, codecs/lanes.md)
+# LaneHeader: | 0 | 1 | method | u8 | 0 raw, 1 zstd, 2 fill; others reserved |
+#             | 1 | 4 | coded_length | u32 | bytes of this lane's data |
+# | method | data | decoded lane |
+# | 0 raw  | D bytes | the data itself |
+# | 1 zstd | exactly one Zstandard frame (RFC 8878) | the frame's content, D bytes |
+# | 2 fill | 1 byte b | D copies of b |
+RAW, ZSTD, FILL = 0, 1, 2
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"   # 0xFD2FB528 little-endian; skippable frames use 0x184D2A5?
+
+
+def lanes_decode(data, L: int, lane_count: int, what: str) -> bytes:
+    # [LAN-01] (config_length 1, lane_count 1 to 16) was checked with the chain, see check_codec_config.
+    if L % lane_count != 0:                                                      # [LAN-02]
+        raise CorruptPayload(f"[LAN-02] {what}: L = {L} is not a multiple of lane_count {lane_count}")
+    D = L // lane_count
+    r = Reader(data, 0, len(data), f"lanes {what}", error=CorruptPayload, rule="LAN-03")
+    headers = [(r.u8("method"), r.u32("coded_length")) for _ in range(lane_count)]
+    total = sum(coded_length for _, coded_length in headers)
+    if total != r.remaining():                                                   # [LAN-03]
+        raise CorruptPayload(f"[LAN-03] {what}: lanes hold {total} bytes of data but "
+                             f"{r.remaining()} follow the headers")
+    lanes = []
+    for i, (method, coded_length) in enumerate(headers):
+        lane = r.bytes(coded_length)
+        if method == RAW:
+            if coded_length != D:                                                # [LAN-05]
+                raise CorruptPayload(f"[LAN-05] {what} lane {i}: raw coded_length {coded_length} != D = {D}")
+            lanes.append(bytes(lane))
+        elif method == ZSTD:
+            lanes.append(zstd_lane(lane, D, f"{what} lane {i}"))                 # [LAN-06]
+        elif method == FILL:
+            if coded_length != 1:                                                # [LAN-05]
+                raise CorruptPayload(f"[LAN-05] {what} lane {i}: fill coded_length {coded_length} != 1")
+            lanes.append(bytes(lane) * D)
+        else:                                                                    # [LAN-04]
+            raise UnsupportedFeature(f"[LAN-04] {what} lane {i}: lane method {method} is not implemented")
+    return b"".join(lanes)      # lane 0, lane 1, ... concatenated: L bytes
+
+
+def zstd_lane(frame, D: int, what: str) -> bytes:
+    """[LAN-06] exactly one complete frame, no bytes after it; a declared content size must equal D
+    (checked before decompressing); never more than D bytes out; no skippable frames, no dictionary."""
+    frame = bytes(frame)
+    if frame[:4] != ZSTD_FRAME_MAGIC:
+        raise CorruptPayload(f"[LAN-06] {what}: not a Zstandard frame (skippable frames are not allowed)")
+    try:
+        params = zstandard.get_frame_parameters(frame)
+        declared = zstandard.frame_content_size(frame)   # -1 when the header declares no size
+    except zstandard.ZstdError as e:
+        raise CorruptPayload(f"[LAN-06] {what}: bad Zstandard frame header ({e})") from None
+    if params.dict_id != 0:
+        raise CorruptPayload(f"[LAN-06] {what}: Zstandard frame needs dictionary {params.dict_id}")
+    # python-zstandard ignores max_output_size when the header declares a size, hence this check.
+    if declared != -1 and declared != D:
+        raise CorruptPayload(f"[LAN-06] {what}: frame declares {declared} bytes, expected D = {D}")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=D, allow_extra_data=False)
+    except zstandard.ZstdError as e:   # corrupt, incomplete, longer than D, or bytes after the frame
+        raise CorruptPayload(f"[LAN-06] {what}: {e}") from None
+    if len(out) != D:
+        raise CorruptPayload(f"[LAN-06] {what}: frame holds {len(out)} bytes, expected D = {D}")
+    return out
+
+
+# ================================================================ §7.2 record kinds
+# | value | name | status in 1.0 |
+# | 1 | plain | defined |   | 2 | quantized | reserved |   | 3 | bands | reserved |
+# | 4 | predicted | reserved |   | 5 | factors | reserved |
+RESERVED_KINDS = {2: "quantized", 3: "bands", 4: "predicted", 5: "factors"}
+
+
+class PlainRecord:
+    """Record kind 1, `plain` (records/plain.md): the tensor stored losslessly as one stream.
+    | record_kind | 1 | params_length | 0 | stream_count | 1 |
+    | stream 0 | stream_dtype = dtype, stream_shape = shape | lossy flag | clear |"""
+
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        s0 = rec.streams[0]
+        if len(rec.params) != 0:                                                 # [PLN-01]
+            raise MalformedRecord(f"[PLN-01] plain tensor {rec.name!r}: params_length must be 0")
+        if len(rec.streams) != 1:
+            raise MalformedRecord(f"[PLN-01] plain tensor {rec.name!r}: stream_count must be 1")
+        if rec.record_flags & LOSSY:
+            raise MalformedRecord(f"[PLN-01] plain tensor {rec.name!r}: lossy flag is set")
+        if s0.stream_dtype != rec.dtype or s0.stream_shape != rec.shape:
+            raise MalformedRecord(f"[PLN-01] plain tensor {rec.name!r}: stream 0 dtype/rank/shape "
+                                  f"differ from the record's")
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytearray:
+        # 1. decode every chunk of stream 0 into its place; 2. those bytes are the tensor bytes.
+        return decode_stream(f, t, 0, rec.streams[0])
+
+
+RECORD_KINDS = {1: PlainRecord}
+
+
+def decode_tensor(f: WcodecFile, t: int) -> bytearray:
+    rec = f.index.tensors[t]
+    data = RECORD_KINDS[rec.record_kind].decode(f, t, rec)
+    # §7.3 the decoded bytes are elements x itemsize little-endian bytes in row-major order.
+    assert len(data) == rec.elements * DTYPES[rec.dtype].itemsize
+    if rec.sha256 is not None and hashlib.sha256(data).digest() != rec.sha256:   # [REC-09]
+        raise DigestMismatch(f"[REC-09] tensor {rec.name!r}: SHA-256 of the decoded bytes disagrees")
+    return data
+
+
+def decode_all(buf):
+    """Open the file and decode every tensor, in index order. Returns (file, [tensor bytes])."""
+    f = open_wcodec(buf)
+    tensors = [decode_tensor(f, t) for t in range(len(f.index.tensors))]
+    # [BLK-03] optional blocks are never read, but the padding after them is still checked [LAY-03].
+    for k, b in enumerate(f.index.blocks):
+        if b.block_type != CHUNK:
+            end = b.offset + BLOCK_OVERHEAD + b.payload_length
+            check_padding(buf, end, padding_end(f.index.blocks, k, f.footer.index_offset), f"block {k}")
+    return f, tensors
+
+
+# ================================================================ output: safetensors
+def safetensors_bytes(f: WcodecFile, tensors: list) -> list:
+    """8-byte LE header length N, N bytes of compact UTF-8 JSON padded with spaces to N % 8 == 0,
+    then the tensor data concatenated. `__metadata__` holds the string entries (value_type 1)
+    whose keys do not start with `wcodec.`, and is omitted when empty."""
+    def dump(x):
+        return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
+    items = []
+    meta = {m.key: m.value for m in f.index.metadata
+            if m.value_type == 1 and not m.key.startswith("wcodec.")}
+    if meta:
+        items.append(dump("__metadata__") + ":" + dump(meta))
+    offset = 0
+    for rec, data in zip(f.index.tensors, tensors):
+        entry = {"dtype": DTYPES[rec.dtype].safetensors, "shape": list(rec.shape),
+                 "data_offsets": [offset, offset + len(data)]}
+        items.append(dump(rec.name) + ":" + dump(entry))
+        offset += len(data)
+    header = ("{" + ",".join(items) + "}").encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    return [struct.pack("<Q", len(header)), header, *tensors]
+
+
+def main(argv: list) -> int:
+    if len(argv) != 3:
+        print("usage: python edu_decoder.py INPUT OUTPUT", file=sys.stderr)
+        return 2
+    src, dst = argv[1], argv[2]
+    try:
+        with open(src, "rb") as fh:
+            buf = memoryview(fh.read())      # §1.6: the file is read as a whole byte string
+        f, tensors = decode_all(buf)
+        parts = safetensors_bytes(f, tensors)
+    except WcodecError as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # not a format error (I/O, memory, a bug here): still one line, no traceback
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    # Everything decoded and checked: only now write OUTPUT (via a temporary file, then rename).
+    tmp = f"{dst}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as out:
+            for p in parts:
+                out.write(p)
+        os.replace(tmp, dst)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
