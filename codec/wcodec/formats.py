@@ -36,14 +36,14 @@ def iter_tensors(path: Path):
         from safetensors import SafetensorError, safe_open
         names, meta = read_header(path)
 
-        def gen():
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    for name in names:
-                        yield name, f.get_tensor(name)
-            except SafetensorError as e:
-                raise InputError(f"{path}: {e}") from None
-        return meta, gen()
+        try:
+            # safetensors' own parser validates the header (dtypes, shapes, offsets that tile the
+            # data); nothing is read through its map
+            with safe_open(str(path), framework="pt"):
+                pass
+        except SafetensorError as e:
+            raise InputError(f"{path}: {e}") from None
+        return meta, _read_each(path, names)
     import pickle
 
     import torch
@@ -56,6 +56,33 @@ def iter_tensors(path: Path):
                                             for k, v in obj.items()):
         raise InputError(f"{path}: expected a flat dict of str -> tensor (a state dict)")
     return {}, iter(obj.items())
+
+
+def _read_each(path: Path, names: list[str]):
+    """One tensor at a time, each read into its own buffer. Reading through a map of the whole
+    file would leave every page already encoded resident, so peak memory would grow with the
+    file rather than with its largest tensor."""
+    import torch
+
+    from .safetensors_io import read_entries
+    base, entries = read_entries(path)
+    with open(path, "rb") as f:
+        for name in names:
+            dtype_name, shape, begin, end = entries[name]
+            buf = bytearray(end - begin)
+            if buf:
+                f.seek(base + begin)
+                if f.readinto(buf) != len(buf):
+                    raise InputError(f"{path}: tensor {name!r} is cut short")
+                flat = torch.frombuffer(buf, dtype=torch.uint8)
+            else:
+                flat = torch.empty(0, dtype=torch.uint8)
+            yield name, _bytes_to_tensor(flat, dtype_name, shape)
+
+
+def _bytes_to_tensor(flat, dtype_name: str, shape):
+    from .torch_interop import raw_to_tensor
+    return raw_to_tensor(flat.numpy(), D.by_name(dtype_name), shape)
 
 
 def encode_file(src: Path, dst: Path, options: EncodeOptions, progress=None) -> dict:

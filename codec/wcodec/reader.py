@@ -431,12 +431,30 @@ class Reader:
             direct = kind.direct_stream == s_id
             streams[s_id] = self.decode_stream(info, s_id, out if direct else None)
         kind.assemble(info.record, streams, out, DecodeContext(self), **options)
+        self._release([b for s in info.streams for b in s.chunk_blocks])
         check = self.verify_sha256 if verify_sha256 is None else verify_sha256
         if check and not options and info.sha256 is not None \
                 and hashlib.sha256(out).digest() != info.sha256:
             raise DigestMismatch("SHA-256 of the decoded tensor disagrees with its record",
                                  rule="REC-09", tensor=name)
         return out
+
+    def _release(self, blocks) -> None:
+        """Drop the blocks' pages from this process's resident set once decoded (`out` never
+        aliases the map). The map is shared and read-only, so the kernel re-reads a page if it
+        is touched again; without this, decoding a whole file leaves all of it resident and peak
+        memory grows with the file instead of its largest tensor."""
+        if self._mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        for b in blocks:
+            e = self.blocks[b]
+            start = e.offset // page * page
+            end = e.offset + L.BlockHeader.sizeof() + e.payload_length + 4
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                return  # advice only
 
     def read_array(self, name: str, **kw) -> tuple[np.ndarray, D.DType, tuple[int, ...]]:
         info = self.info(name)
@@ -448,6 +466,7 @@ class Reader:
         for b in range(len(self.blocks)):
             try:
                 self.block_payload(b, self._owner.get(b))
+                self._release([b])
             except FormatError as e:
                 problems.append(dict(block=b, tensor=_tensor_of(self, b), error=e.error_class,
                                      rule=e.rule, message=str(e)))

@@ -41,6 +41,25 @@ def read_header(path) -> tuple[list[str], dict]:
     return names, meta
 
 
+def read_entries(path) -> tuple[int, dict]:
+    """(offset of the data section, {name: (wcodec dtype name, shape, begin, end)}) from a header
+    that safetensors has already validated."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    entries = {}
+    for name, e in header.items():
+        try:
+            dtype = D.SAFETENSORS_NAMES[e["dtype"]]
+        except KeyError:
+            raise InputError(f"{path}: tensor {name!r} has dtype {e['dtype']!r}, which wcodec "
+                             "cannot store") from None
+        begin, end = e["data_offsets"]
+        entries[name] = (dtype, tuple(e["shape"]), begin, end)
+    return 8 + n, entries
+
+
 def write_safetensors(path, entries, metadata: dict | None, produce) -> None:
     """`entries`: (name, DType, shape) in file order; `produce(name)` returns the tensor's bytes."""
     header: dict = {}
