@@ -221,12 +221,10 @@ def test_mutation_fuzz(seeds, scratch, pick, ops, rng_seed, threads):
     KNOWN.clear()  # a known bug hit here is counted, not failed (see test_quantized_group_bomb)
 
 
-@pytest.mark.xfail(reason="records/quantized.py expands group scales with np.repeat(s, "
-                          "group_size): reported, not the reader's file", strict=False)
 def test_quantized_group_size_bomb(tmp_path):
     """A 48-element bfloat16 quantized record whose group_size is raised to 16,711,686 (≤ 2^24,
-    so QNT-01 accepts it; one group per row, so the scale stream still fits): decoding must stay
-    within the memory bound."""
+    so QNT-01 accepts it; one group per row, so the scale stream still fits): QNT-03 rejects a
+    group_size beyond the row length before anything is allocated, within the memory bound."""
     import numpy as np
     from wcodec import dtypes as D
     from wcodec.records.quantized import Quantized
@@ -243,7 +241,7 @@ def test_quantized_group_size_bomb(tmp_path):
     d[io_ + 24 + f.offset] = 0xFF
     o = H.check_file(_write(tmp_path, H.reseal(d, blocks=False)), limits=LIMITS,
                      time_bound=TIME_BOUND, memory_bound=MEMORY_BOUND, memory=MEMORY)
-    assert o.kind in ("ok", "partial")
+    assert (o.kind, o.error) == ("rejected", "MalformedRecord")
 
 
 def _write(tmp_path, data) -> str:
