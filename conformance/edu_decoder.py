@@ -886,6 +886,153 @@ class PlainRecord:
 RECORD_KINDS = {1: PlainRecord}
 
 
+# ================================================================ record kind 2 `quantized` (records/quantized.md)
+# Levels (zigzag, one stream per row class) x binary32 scales; y = float64(m) x float64(s), one
+# binary64 multiplication, then one rounding to the tensor's dtype (quantization.md §4.2).
+# | quantizer u8 | scale_mode u8 | class_count u8 | reserved u8 | group_size u32 | scale f32 | reserved u32 |
+QNT_FLOAT_DTYPES = {1: "float64", 2: "float32", 3: "float16", 4: "bfloat16"}
+QNT_LEVEL_DTYPES = {11: np.uint8, 12: np.uint16, 13: np.uint32}     # uint8, uint16, uint32
+QNT_UINT8, QNT_FLOAT32 = 11, 2
+
+
+def qnt_matrix_view(shape) -> tuple:
+    """quantization.md §1.1: rows = shape[0] for rank >= 2 and shape[0] > 0, else one row."""
+    n = 1
+    for d in shape:
+        n *= d
+    return (shape[0], n // shape[0]) if len(shape) >= 2 and shape[0] > 0 else (1, n)
+
+
+def qnt_round(y: np.ndarray, dtype: str) -> bytes:
+    """quantization.md §4.2: one rounding from binary64 to nearest, ties to even; magnitudes beyond
+    the largest finite value saturate to it. numpy's casts to float32/float16 are one IEEE rounding
+    (only overflow to inf needs fixing); bfloat16 is rounded directly from binary64 here."""
+    if dtype == "float64":
+        return y.astype("<f8").tobytes()
+    if dtype in ("float32", "float16"):
+        np_t = {"float32": "<f4", "float16": "<f2"}[dtype]
+        with np.errstate(over="ignore"):
+            v = y.astype(np_t)
+        big = np.finfo(np_t).max
+        v = np.where(np.isinf(v), np.copysign(big, y), v).astype(np_t)
+        return v.tobytes()
+    # bfloat16: 8 significant bits, exponent range of binary32
+    a = np.abs(y)
+    _, e = np.frexp(a)                               # a = f * 2^e with 0.5 <= f < 1
+    q = np.maximum(e - 1, -126) - 7                  # exponent of one unit in the last place
+    r = np.ldexp(np.rint(np.ldexp(a, -q)), q)        # exact scaling, rint = ties to even
+    r = np.minimum(r, float.fromhex("0x1.fep127"))   # saturate
+    r = np.copysign(r, y)                            # zero keeps its sign
+    bits = r.astype("<f4").view("<u4") >> 16         # r is a bfloat16 value: the cast is exact
+    return bits.astype("<u2").tobytes()
+
+
+class QuantizedRecord:
+    """Record kind 2, `quantized`. Streams: C level streams, a class map when C > 1, a float32
+    scale stream for scale_mode 1 (channel) and 2 (group)."""
+
+    @staticmethod
+    def params(rec: TensorRecord) -> dict:
+        if len(rec.params) != 16:                                                # [QNT-01]
+            raise MalformedRecord(f"[QNT-01] {rec.name!r}: params are {len(rec.params)} bytes, not 16")
+        quantizer, scale_mode, C, r0, group_size = struct.unpack_from("<BBBBI", rec.params, 0)
+        scale, r1 = struct.unpack_from("<fI", rec.params, 8)
+        if r0 or r1:                                                             # [RSV-01]
+            raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved field of the quantized params")
+        if quantizer not in (0, 1) or scale_mode not in (0, 1, 2) or not 1 <= C <= 16:
+            raise MalformedRecord(f"[QNT-01] {rec.name!r}: quantizer {quantizer}, scale_mode "
+                                  f"{scale_mode}, class_count {C}")
+        if (scale_mode == 2 and not 1 <= group_size <= 1 << 24) or (scale_mode != 2 and group_size):
+            raise MalformedRecord(f"[QNT-01] {rec.name!r}: group_size {group_size} with scale_mode {scale_mode}")
+        if scale_mode == 0 and not (np.isfinite(scale) and scale > 0):
+            raise MalformedRecord(f"[QNT-01] {rec.name!r}: the tensor scale is not finite and > 0")
+        if scale_mode != 0 and rec.params[8:12] != b"\0\0\0\0":
+            raise MalformedRecord(f"[QNT-01] {rec.name!r}: scale must be all zero bits unless scale_mode is 0")
+        return dict(quantizer=quantizer, scale_mode=scale_mode, C=C, group_size=group_size, scale=scale)
+
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        p = QuantizedRecord.params(rec)
+        if rec.dtype not in QNT_FLOAT_DTYPES or not rec.record_flags & LOSSY:   # [QNT-02]
+            raise MalformedRecord(f"[QNT-02] {rec.name!r}: dtype {rec.dtype} / lossy flag clear")
+        rows, cols = qnt_matrix_view(rec.shape)
+        if p["scale_mode"] == 2 and p["group_size"] > max(cols, 1):             # [QNT-03]
+            raise MalformedRecord(f"[QNT-03] {rec.name!r}: group_size {p['group_size']} > row length {cols}")
+        C = p["C"]
+        nscales = {0: 0, 1: rows, 2: rows * -(-cols // max(p["group_size"], 1))}[p["scale_mode"]]
+        want = C + (1 if C > 1 else 0) + (1 if p["scale_mode"] else 0)
+        s = rec.streams
+        bad = len(s) != want                                                     # [QNT-04]
+        if not bad:
+            levels = s[:C]
+            bad = any(x.stream_dtype not in QNT_LEVEL_DTYPES or len(x.stream_shape) != 1
+                      or (cols and x.stream_shape[0] % cols) for x in levels)
+            bad = bad or sum(x.stream_shape[0] for x in levels if len(x.stream_shape) == 1) != rows * cols
+            if C > 1:
+                bad = bad or s[C].stream_dtype != QNT_UINT8 or s[C].stream_shape != (rows,)
+            if p["scale_mode"]:
+                bad = bad or s[-1].stream_dtype != QNT_FLOAT32 or s[-1].stream_shape != (nscales,)
+        if bad:
+            raise MalformedRecord(f"[QNT-04] {rec.name!r}: streams do not match the params")
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
+        p = QuantizedRecord.params(rec)
+        rows, cols = qnt_matrix_view(rec.shape)
+        C = p["C"]
+        # 2. levels: zigzag-decode each class stream; k = (z >> 1) XOR -(z AND 1)
+        per_class = []
+        for c in range(C):
+            z = np.frombuffer(decode_stream(f, t, c, rec.streams[c]),
+                              QNT_LEVEL_DTYPES[rec.streams[c].stream_dtype]).astype(np.int64)
+            per_class.append((z >> 1) ^ -(z & 1))
+        if C > 1:
+            cmap = np.frombuffer(decode_stream(f, t, C, rec.streams[C]), np.uint8)
+            if cmap.size and int(cmap.max()) >= C:                               # [QNT-05]
+                raise CorruptPayload(f"[QNT-05] {rec.name!r}: class map names a class >= {C}")
+            k = np.zeros((rows, cols), np.int64)
+            for c in range(C):
+                mine = np.flatnonzero(cmap == c)          # rows of class c, in increasing order
+                if mine.size * cols != per_class[c].size:                        # [QNT-05]
+                    raise CorruptPayload(f"[QNT-05] {rec.name!r}: class {c} has {mine.size} rows "
+                                         f"but {per_class[c].size} levels")
+                k[mine] = per_class[c].reshape(mine.size, cols)
+        else:
+            k = per_class[0].reshape(rows, cols)
+        if k.size and int(np.abs(k).max()) > 1 << 28:                            # [QNT-06]
+            raise CorruptPayload(f"[QNT-06] {rec.name!r}: a level exceeds 2^28 in magnitude")
+        # 3. scales: S of element (r, c), binary64 (exact from binary32)
+        if p["scale_mode"] == 0:
+            S = np.full((rows, cols), float(np.float32(p["scale"])))
+        else:
+            s = np.frombuffer(decode_stream(f, t, len(rec.streams) - 1, rec.streams[-1]), "<f4")
+            if not np.all(np.isfinite(s) & (s > 0)):                             # [QNT-07]
+                raise CorruptPayload(f"[QNT-07] {rec.name!r}: a scale is not finite and > 0")
+            s = s.astype(np.float64)
+            if p["scale_mode"] == 1:
+                S = np.repeat(s.reshape(rows, 1), cols, axis=1)
+            else:
+                per_row = -(-cols // p["group_size"])
+                col_group = np.arange(cols) // p["group_size"]
+                S = s.reshape(rows, per_row)[:, col_group]
+        # 4. multipliers: uniform m = k; dependent: the 4-state machine, state 0 at each row's start
+        if p["quantizer"] == 0:
+            m = k
+        else:
+            m = np.zeros_like(k)
+            state = np.zeros(rows, np.int64)          # all rows at once, column by column
+            for j in range(cols):
+                a, b = state >> 1, state & 1
+                m[:, j] = 2 * k[:, j] - a * np.sign(k[:, j])
+                state = ((b ^ (k[:, j] & 1)) << 1) | a
+        # 5. [QNT-08] y = float64(m) x S (one multiplication), one rounding to the dtype
+        y = m.astype(np.float64) * S
+        return qnt_round(y.reshape(-1), QNT_FLOAT_DTYPES[rec.dtype])
+
+
+RECORD_KINDS[2] = QuantizedRecord
+
+
 def decode_tensor(f: WcodecFile, t: int) -> bytearray:
     rec = f.index.tensors[t]
     data = RECORD_KINDS[rec.record_kind].decode(f, t, rec)

@@ -1501,7 +1501,365 @@ def _acceptable_1_0(s: Suite) -> None:
                       "checks it rejects the frame.")
 
 
-BATCHES = [batch_1_0]
+# ================================================================================================
+# batch quantized-1.0: record kind 2 `quantized` (spec/records/quantized.md)
+# ================================================================================================
+# The expected bytes are computed here from the spec with exact rational arithmetic (Fraction), not
+# with wcodec: y = m × S (exact, |m| ≤ 2^29), then one rounding to nearest even in the target
+# format, saturating at its largest finite value (quantization.md §4.2).
+Q_FMT = {"float64": (11, 52), "float32": (8, 23), "float16": (5, 10), "bfloat16": (8, 7)}
+Q_LEVEL_DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
+
+
+def q_round_bits(v, dtype: str) -> int:
+    """The bit pattern of the exact rational v (a Fraction) rounded once to `dtype`."""
+    from fractions import Fraction
+    E, M = Q_FMT[dtype]
+    bias = (1 << (E - 1)) - 1
+    emin = 1 - bias
+    sign = 1 if v < 0 else 0
+    a = abs(Fraction(v))
+    maxf = Fraction(2 ** (M + 1) - 1, 2 ** M) * Fraction(2) ** bias
+    if a == 0:
+        return sign << (E + M)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1                                   # now 2^e <= a < 2^(e+1)
+    ulp = Fraction(2) ** (max(e, emin) - M)
+    q = a / ulp
+    n = q.numerator // q.denominator
+    r = q - n
+    if r > Fraction(1, 2) or (r == Fraction(1, 2) and n % 2):
+        n += 1
+    res = min(n * ulp, maxf)
+    if res >= Fraction(2) ** emin:
+        e2 = res.numerator.bit_length() - res.denominator.bit_length()
+        if Fraction(2) ** e2 > res:
+            e2 -= 1
+        mant = res / Fraction(2) ** (e2 - M) - 2 ** M
+        field_e = e2 + bias
+    else:
+        mant, field_e = res / Fraction(2) ** (emin - M), 0
+    assert mant.denominator == 1
+    return (sign << (E + M)) | (field_e << M) | int(mant)
+
+
+def q_multipliers(k: np.ndarray, quantizer: int) -> np.ndarray:
+    """Per row, the state machine of quantization.md §3.2 (state 0 at every row's start)."""
+    if quantizer == 0:
+        return k.copy()
+    m = np.zeros_like(k)
+    for r in range(k.shape[0]):
+        state = 0
+        for j in range(k.shape[1]):
+            a, b = state >> 1, state & 1
+            kk = int(k[r, j])
+            m[r, j] = 2 * kk - a * ((kk > 0) - (kk < 0))
+            state = ((b ^ (kk & 1)) << 1) | a
+    return m
+
+
+def q_zigzag(k: np.ndarray) -> np.ndarray:
+    return np.where(k >= 0, 2 * k, -2 * k - 1).astype(np.int64)
+
+
+def add_quantized(f: File, name: str, dtype: str, shape, *, quantizer: int, scale_mode: int,
+                  group_size: int = 0, classes=None, level_dtypes=None, seed=None,
+                  levels=None, scales=None, x=None, expect: bool = True,
+                  chain_spec: str = "planes+lanes") -> dict:
+    """A `quantized` record: levels (rows, cols) int64 and scales (float32) are drawn from an RNG
+    seeded by `seed` unless given. classes: row -> class list (C > 1) or None. Returns the record
+    (its streams in the order of quantized.md §2), with the expected decoded bytes registered."""
+    from fractions import Fraction
+    rng = rng_for("quantized", seed or name)
+    n = V.count(shape)
+    rows, cols = (shape[0], n // shape[0]) if len(shape) >= 2 and shape[0] > 0 else (1, n)
+    per_row = -(-cols // group_size) if scale_mode == 2 else 0
+    nscales = {0: 0, 1: rows, 2: rows * per_row}[scale_mode]
+    if scales is None:
+        scales = (np.exp(rng.uniform(-7, -3, max(nscales, 1)))).astype(np.float32)
+    scales = np.asarray(scales, np.float32).reshape(-1)
+    if levels is None:
+        levels = np.rint(rng.standard_normal((rows, cols)) * rng.uniform(2, 40)).astype(np.int64)
+    levels = np.asarray(levels, np.int64).reshape(rows, cols)
+    m = q_multipliers(levels, quantizer)
+
+    def S(r, c):
+        if scale_mode == 0:
+            return scales[0]
+        if scale_mode == 1:
+            return scales[r]
+        return scales[r * per_row + c // group_size]
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            sc = float(S(r, c))
+            if not np.isfinite(sc):   # only in invalid vectors (QNT-07): no expected value
+                out.append(0)
+                continue
+            out.append(q_round_bits(Fraction(int(m[r, c])) * Fraction(sc), dtype))
+    size = V.itemsize(dtype)
+    decoded = np.array(out, dtype=np.uint64).astype(f"<u{size}").tobytes()
+    # ErrorStats: against x when given, else against the decoded values themselves (all zero)
+    yv = np.array([V_value(b, dtype) for b in out], np.float64)
+    xv = yv if x is None else np.asarray(x, np.float64).reshape(-1)
+    d = xv - yv
+    error = dict(max_abs_error=float(np.max(np.abs(d))) if n else 0.0,
+                 mean_squared_error=float(np.mean(d * d)) if n else 0.0,
+                 signal_power=float(np.mean(xv * xv)) if n else 0.0)
+    # streams
+    t = len(f.records)
+    cmap, C = classes if classes is not None else ([0] * rows, 1)
+    parts = []
+    for c in range(C):
+        sel = [r for r in range(rows) if cmap[r] == c]
+        z = q_zigzag(levels[sel].reshape(-1)) if sel else np.zeros(0, np.int64)
+        ld = (level_dtypes or {}).get(c)
+        if ld is None:
+            top = int(z.max()) if z.size else 0
+            ld = "uint8" if top < 256 else "uint16" if top < 65536 else "uint32"
+        parts.append((ld, z.astype(Q_LEVEL_DTYPES[ld]).tobytes(), z.size))
+    if C > 1:
+        parts.append(("uint8", bytes(cmap), rows))
+    if scale_mode:
+        parts.append(("float32", scales[:nscales].tobytes(), nscales))
+    streams = []
+    for sid, (sd, data, count) in enumerate(parts):
+        ch = chain(chain_spec, sd)
+        payload = ch.encode(data, sd, 0)
+        blocks = [f.add_block(Block(V.CHUNK, payload, t, sid, 0))] if count else []
+        streams.append(dict(stream_dtype=V.DTYPES[sd][0], stream_rank=1, stream_shape=[count],
+                            chunk_elements=max(count, 1), codec_count=len(ch.specs()),
+                            codecs=ch.specs(), chunk_count=len(blocks), chunk_blocks=blocks))
+    params = struct.pack("<BBBBIfI", quantizer, scale_mode, C, 0, group_size,
+                         float(scales[0]) if scale_mode == 0 else 0.0, 0)
+    nb = name.encode()
+    rec = dict(name_length=len(nb), name=nb, dtype=V.DTYPES[dtype][0], record_kind=2,
+               record_flags=3, rank=len(shape), shape=list(shape),
+               sha256=hashlib.sha256(decoded).digest(), error=error,
+               params_length=len(params), params=params, stream_count=len(streams),
+               streams=streams)
+    f.records.append(rec)
+    if expect:
+        f.expect.append(V.Expect(name, dtype, list(shape), V.sha256(decoded)))
+    return rec
+
+
+def V_value(bits: int, dtype: str) -> float:
+    """The value of a bit pattern (for ErrorStats only)."""
+    if dtype == "bfloat16":
+        return float(np.array([bits << 16], np.uint32).view(np.float32)[0])
+    size = V.itemsize(dtype)
+    return float(np.array([bits], f"<u{size}").view(f"<f{size}")[0])
+
+
+def batch_quantized_1_0(s: Suite) -> None:
+    s.batch = "quantized-1.0"
+    Q = ["QNT-01", "QNT-02", "QNT-03", "QNT-04", "QNT-08", "REC-09"]
+    # -- valid: each scale mode × quantizer × dtype ------------------------------------------------
+    for dtype in ("float32", "float16", "bfloat16", "float64"):
+        for quantizer, qname in ((0, "uniform"), (1, "dependent")):
+            for mode, mname, g in ((0, "tensor", 0), (1, "channel", 0), (2, "group", 5)):
+                if dtype == "float64" and mode != 0:
+                    continue
+                f = File(6)
+                add_quantized(f, "q", dtype, [6, 12], quantizer=quantizer, scale_mode=mode,
+                              group_size=g, seed=f"{dtype}/{qname}/{mname}")
+                vid = f"v_quantized_{dtype}_{qname}_{mname}"
+                s.valid(vid, f, Q, ["record:quantized", f"dtype:{dtype}", f"quantizer:{qname}",
+                                    f"scales:{mname}"],
+                        f"A {dtype} [6, 12] quantized record, {qname} quantizer, {mname} scales"
+                        + (" (group_size 5: the last group of each row has 2 elements)"
+                           if mode == 2 else "") + ".")
+    # row classes, several level dtypes, rank 1 and rank 3, empty tensor, a class with no rows
+    f = File(6)
+    add_quantized(f, "classes", "float32", [8, 10], quantizer=1, scale_mode=1,
+                  classes=([2, 0, 1, 2, 0, 1, 1, 0], 3), level_dtypes={1: "uint16"},
+                  seed="classes")
+    add_quantized(f, "vector", "float32", [37], quantizer=1, scale_mode=0, seed="vector")
+    add_quantized(f, "conv", "float16", [4, 3, 2, 2], quantizer=0, scale_mode=2, group_size=4,
+                  seed="conv")
+    add_quantized(f, "empty_class", "bfloat16", [4, 3], quantizer=0, scale_mode=0,
+                  classes=([0, 0, 2, 2], 3), seed="empty_class")
+    add_quantized(f, "empty", "float32", [0, 5], quantizer=1, scale_mode=1, seed="empty")
+    add_quantized(f, "wide", "float32", [2, 300], quantizer=1, scale_mode=2, group_size=64,
+                  levels=np.rint(rng_for("quantized", "wide").standard_normal((2, 300)) * 30000),
+                  seed="wide", chain_spec="bytes")
+    s.valid("v_quantized_classes_shapes", f, Q + ["QNT-05", "QNT-06", "QNT-07"],
+            ["record:quantized", "quantized:classes", "shape"],
+            "Quantized records with 3 row classes (one level stream uint16), rank 1, rank 4 with "
+            "group scales, a class that holds no rows, an empty tensor [0, 5] (one row, 0 "
+            "columns, 1 channel scale) and uint32 levels through the bytes codec.")
+    # exact rounding: bfloat16 rounded directly from binary64 (rounding through binary32 differs),
+    # float16 saturation, signed zero, subnormal results
+    f = File(6)
+    T = (1 << 27) + (1 << 19)   # a bfloat16 tie; binary32's ulp there is 16
+    add_quantized(f, "bf16_direct", "bfloat16", [4], quantizer=0, scale_mode=0,
+                  scales=[1 + 2 ** -23], levels=[[T - 16, -(T - 16), 0, 3]], seed="bf16_direct")
+    add_quantized(f, "f16_saturate", "float16", [5], quantizer=0, scale_mode=0,
+                  scales=[1000.0], levels=[[65, -66, 100000, 1, -1]], seed="f16_saturate")
+    add_quantized(f, "f16_subnormal", "float16", [4], quantizer=0, scale_mode=0,
+                  scales=[2 ** -26], levels=[[1, 3, -5, 1023]], seed="f16_subnormal")
+    add_quantized(f, "f32_max_level", "float32", [3], quantizer=1, scale_mode=0,
+                  scales=[2 ** -20], levels=[[1 << 28, -(1 << 28), 7]], seed="f32_max_level")
+    s.valid("v_quantized_rounding", f, Q + ["QNT-06"],
+            ["record:quantized", "quantized:rounding"],
+            "Exact rounding of quantization.md §4.2: bfloat16 rounded once from binary64 (a value "
+            "just above a tie that rounding through binary32 would turn into a tie, then down), "
+            "float16 results beyond 65504 saturate to ±65504, float16 subnormal results, and "
+            "dependent levels of magnitude 2^28 (the largest allowed).")
+
+    # -- invalid: one defect each -----------------------------------------------------------------
+    def one(**kw):
+        f = File(6)
+        rec = add_quantized(f, "q", kw.pop("dtype", "float32"), kw.pop("shape", [4, 6]),
+                            quantizer=kw.pop("quantizer", 1), scale_mode=kw.pop("scale_mode", 1),
+                            group_size=kw.pop("group_size", 0), seed="invalid", expect=False,
+                            **kw)
+        return f, rec
+    feats = ["record:quantized"]
+    f, rec = one()
+    rec["params"] = rec["params"] + b"\0"
+    rec["params_length"] = 17
+    s.invalid("x_QNT-01_params_17_bytes", f, "MalformedRecord", ["QNT-01"], feats,
+              "Quantized params of 17 bytes.")
+    for field_, off, val, what in (("quantizer", 0, 2, "quantizer 2"),
+                                   ("scale_mode", 1, 3, "scale_mode 3"),
+                                   ("class_count_0", 2, 0, "class_count 0"),
+                                   ("class_count_17", 2, 17, "class_count 17")):
+        f, rec = one()
+        p = bytearray(rec["params"])
+        p[off] = val
+        rec["params"] = bytes(p)
+        s.invalid(f"x_QNT-01_{field_}", f, "MalformedRecord", ["QNT-01"], feats,
+                  f"Quantized params with {what}.")
+    f, rec = one(scale_mode=2, group_size=3)
+    rec["params"] = rec["params"][:4] + struct.pack("<I", 0) + rec["params"][8:]
+    s.invalid("x_QNT-01_group_size_0", f, "MalformedRecord", ["QNT-01"], feats,
+              "scale_mode 2 (group) with group_size 0.")
+    f, rec = one(scale_mode=1)
+    rec["params"] = rec["params"][:4] + struct.pack("<I", 3) + rec["params"][8:]
+    s.invalid("x_QNT-01_group_size_with_channel", f, "MalformedRecord", ["QNT-01"], feats,
+              "scale_mode 1 (channel) with group_size 3 (must be 0).")
+    for what, sc in (("zero", 0.0), ("negative", -0.5), ("inf", float("inf")),
+                     ("nan", float("nan"))):
+        f, rec = one(scale_mode=0)
+        rec["params"] = rec["params"][:8] + struct.pack("<f", sc) + rec["params"][12:]
+        s.invalid(f"x_QNT-01_tensor_scale_{what}", f, "MalformedRecord", ["QNT-01"], feats,
+                  f"A per-tensor scale that is {what} ({sc}).")
+    f, rec = one(scale_mode=1)
+    rec["params"] = rec["params"][:8] + struct.pack("<f", 0.25) + rec["params"][12:]
+    s.invalid("x_QNT-01_scale_with_channel", f, "MalformedRecord", ["QNT-01"], feats,
+              "scale_mode 1 (channel) with a non-zero params scale.")
+    f, rec = one(scale_mode=0)
+    rec["params"] = rec["params"][:3] + b"\x01" + rec["params"][4:]
+    s.invalid("x_RSV-01_quantized_reserved_u8", f, "MalformedRecord", ["RSV-01", "QNT-01"],
+              feats, "The reserved u8 of the quantized params is 1.")
+    f, rec = one(scale_mode=0)
+    rec["params"] = rec["params"][:12] + struct.pack("<I", 1)
+    s.invalid("x_RSV-01_quantized_reserved_u32", f, "MalformedRecord", ["RSV-01", "QNT-01"],
+              feats, "The reserved u32 of the quantized params is 1.")
+    # QNT-02
+    f, rec = one()
+    rec["dtype"] = V.DTYPES["int32"][0]
+    s.invalid("x_QNT-02_dtype_int32", f, "MalformedRecord", ["QNT-02"], feats,
+              "A quantized record of dtype int32.")
+    f, rec = one()
+    rec["dtype"] = V.DTYPES["float8_e4m3fn"][0]
+    rec["sha256"] = None
+    rec["record_flags"] = 2
+    s.invalid("x_QNT-02_dtype_float8", f, "MalformedRecord", ["QNT-02"], feats,
+              "A quantized record of dtype float8_e4m3fn (not one of the four allowed).")
+    f, rec = one()
+    rec["record_flags"] = 1
+    rec["error"] = None
+    s.invalid("x_QNT-02_not_lossy", f, "MalformedRecord", ["QNT-02"], feats,
+              "A quantized record whose lossy flag is clear.")
+    # QNT-03: the group_size bomb
+    f, rec = one(scale_mode=2, group_size=6, shape=[4, 6])
+    rec["params"] = rec["params"][:4] + struct.pack("<I", 1 << 24) + rec["params"][8:]
+    s.invalid("x_QNT-03_group_size_over_row", f, "MalformedRecord", ["QNT-03"], feats,
+              "A [4, 6] record with group_size 2^24 (one group per row, so the scale count still "
+              "matches): a decoder that sized memory by group_size would allocate gigabytes.")
+    f, rec = one(scale_mode=2, group_size=6, shape=[4, 6])
+    rec["params"] = rec["params"][:4] + struct.pack("<I", 7) + rec["params"][8:]
+    s.invalid("x_QNT-03_group_size_7_row_6", f, "MalformedRecord", ["QNT-03"], feats,
+              "A [4, 6] record with group_size 7, one more than the row length.")
+    # QNT-04: streams
+    f, rec = one()
+    rec["streams"] = rec["streams"][:1]
+    rec["stream_count"] = 1
+    f.remove_block(len(f.blocks) - 1)
+    s.invalid("x_QNT-04_missing_scale_stream", f, "MalformedRecord", ["QNT-04"], feats,
+              "A channel-scaled record without its scale stream.")
+    f, rec = one(level_dtypes={0: "uint16"})
+    rec["streams"][0]["stream_dtype"] = V.DTYPES["int16"][0]
+    s.invalid("x_QNT-04_level_dtype_int16", f, "MalformedRecord", ["QNT-04"], feats,
+              "A level stream of dtype int16 (must be uint8, uint16 or uint32).")
+    f2, rec2 = one(scale_mode=0)
+    rec2["streams"][0]["stream_shape"] = [18]
+    rec2["streams"][0]["chunk_elements"] = 18
+    s.invalid("x_QNT-04_levels_short", f2, "MalformedRecord", ["QNT-04"], feats,
+              "A level stream of 18 entries for a [4, 6] tensor (24 elements).",
+              also=("CorruptPayload",),
+              note="18 is a multiple of the row length, so only the total is wrong; a decoder "
+                   "that decodes the chunk first sees a payload of the wrong length.")
+    f, rec = one(scale_mode=0, classes=([0, 1, 1, 0], 2))
+    rec["streams"][2]["stream_dtype"] = V.DTYPES["uint16"][0]
+    s.invalid("x_QNT-04_class_map_uint16", f, "MalformedRecord", ["QNT-04"], feats,
+              "A class map stream of dtype uint16 (must be uint8).")
+    f, rec = one(scale_mode=1)
+    rec["streams"][1]["stream_dtype"] = V.DTYPES["float16"][0]
+    s.invalid("x_QNT-04_scale_float16", f, "MalformedRecord", ["QNT-04"], feats,
+              "A scale stream of dtype float16 (must be float32).")
+    f, rec = one(scale_mode=2, group_size=4, shape=[4, 6])
+    rec["streams"][1]["stream_shape"] = [4]
+    rec["streams"][1]["chunk_elements"] = 4
+    s.invalid("x_QNT-04_group_scale_count", f, "MalformedRecord", ["QNT-04"], feats,
+              "A [4, 6] record with group_size 4 (2 groups per row) whose scale stream has 4 "
+              "entries instead of 8.", also=("CorruptPayload",))
+    # QNT-05: class map
+    f, rec = one(scale_mode=0, classes=([0, 1, 1, 0], 2))
+    f.blocks[rec["streams"][2]["chunk_blocks"][0]].payload = \
+        chain("planes+lanes", "uint8").encode(bytes([0, 1, 2, 0]), "uint8", 0)
+    s.invalid("x_QNT-05_class_out_of_range", f, "CorruptPayload", ["QNT-05"], feats,
+              "A class map entry 2 with class_count 2.")
+    f, rec = one(scale_mode=0, classes=([0, 1, 1, 0], 2))
+    f.blocks[rec["streams"][2]["chunk_blocks"][0]].payload = \
+        chain("planes+lanes", "uint8").encode(bytes([0, 1, 1, 1]), "uint8", 0)
+    s.invalid("x_QNT-05_class_rows_mismatch", f, "CorruptPayload", ["QNT-05"], feats,
+              "A class map with 1 row in class 0 and 3 in class 1, whose level streams hold 2 "
+              "rows each.")
+    # QNT-06: level magnitude
+    lv = np.zeros((4, 6), np.int64)
+    lv[2, 3] = (1 << 28) + 1
+    f, rec = one(scale_mode=0, levels=lv, level_dtypes={0: "uint32"})
+    s.invalid("x_QNT-06_level_2_28_plus_1", f, "CorruptPayload", ["QNT-06"], feats,
+              "A level of 2^28 + 1.")
+    lv = np.zeros((4, 6), np.int64)
+    lv[0, 0] = -(1 << 30)
+    f, rec = one(scale_mode=0, levels=lv, level_dtypes={0: "uint32"})
+    s.invalid("x_QNT-06_level_minus_2_30", f, "CorruptPayload", ["QNT-06"], feats,
+              "A level of −2^30 (zigzag 2^31 − 1 in a uint32 stream).")
+    # QNT-07: stored scales
+    for what, val in (("zero", 0.0), ("negative", -1.0), ("inf", float("inf")),
+                      ("nan", float("nan"))):
+        sc = np.full(4, 0.01, np.float32)
+        sc[1] = val
+        f, rec = one(scale_mode=1, scales=sc)
+        s.invalid(f"x_QNT-07_channel_scale_{what}", f, "CorruptPayload", ["QNT-07"], feats,
+                  f"A channel scale that is {what}.")
+    # REC-09 with a quantized record: the digest is of the rounded bytes
+    f, rec = one(scale_mode=0)
+    d = bytearray(rec["sha256"])
+    d[0] ^= 1
+    rec["sha256"] = bytes(d)
+    s.invalid("x_REC-09_quantized_digest", f, "DigestMismatch", ["REC-09", "QNT-08"], feats,
+              "A quantized record whose sha256 differs in one bit from the SHA-256 of its "
+              "decoded bytes.")
+
+
+BATCHES = [batch_1_0, batch_quantized_1_0]
 
 
 # ================================================================================================
