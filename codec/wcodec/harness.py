@@ -284,8 +284,11 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def judge(entry: dict, outcome: Outcome, output: Path, timeout: float) -> dict:
-    """One vector's verdict: {"passed", "outcome", "reason", "named_class"}."""
+def judge(entry: dict, outcome: Outcome, output: Path, timeout: float,
+          require_class: bool = False) -> dict:
+    """One vector's verdict: {"passed", "outcome", "reason", "named_class"}. With
+    `require_class`, a rejection passes only when stderr names an allowed error class (a decoder
+    that merely crashes on a bad file does not pass)."""
     named = first_class(outcome.stderr)
     res = {"exit_code": outcome.returncode, "named_class": named,
            "seconds": round(outcome.seconds, 3)}
@@ -323,6 +326,10 @@ def judge(entry: dict, outcome: Outcome, output: Path, timeout: float) -> dict:
         return dict(res, passed=False, outcome="rejected",
                     reason=f"reported {named}, expected {' or '.join(allowed)}: "
                            f"{_first_line(outcome.stderr)}")
+    if named is None and require_class:
+        return dict(res, passed=False, outcome="rejected",
+                    reason=f"no error class named on stderr (expected {' or '.join(allowed)}): "
+                           f"{_first_line(outcome.stderr)}")
     return dict(res, passed=True, outcome="rejected",
                 reason="" if named else "no error class named on stderr")
 
@@ -341,9 +348,10 @@ def _file_ok(entry: dict, path: Path) -> Optional[str]:
 def run_suite(decoder, *, manifest_path: Optional[Path] = None,
               vectors_dir: Optional[Path] = None, patterns: Optional[List[str]] = None,
               timeout: float = DEFAULT_TIMEOUT, jobs: int = 1, progress=None,
-              decoder_label: Optional[str] = None) -> dict:
+              decoder_label: Optional[str] = None, require_class: bool = False) -> dict:
     """Run `decoder` (a CommandDecoder, a CallableDecoder, a command template or a callable)
-    over the selected vectors; returns the report (schema wcodec.conformance.report/1)."""
+    over the selected vectors; returns the report (schema wcodec.conformance.report/1).
+    `require_class`: rejections must name an allowed error class on stderr (see judge)."""
     if isinstance(decoder, str):
         decoder_label = decoder_label or decoder
         decoder = CommandDecoder(decoder)
@@ -373,7 +381,7 @@ def run_suite(decoder, *, manifest_path: Optional[Path] = None,
             d.mkdir()
             out = d / "out.safetensors"
             outcome = decoder(str(src.resolve()), str(out), timeout)
-            row.update(judge(entry, outcome, out, timeout))
+            row.update(judge(entry, outcome, out, timeout, require_class))
             row["stderr"] = _first_line(outcome.stderr)
             shutil.rmtree(d, ignore_errors=True)
         if progress:
@@ -389,9 +397,11 @@ def run_suite(decoder, *, manifest_path: Optional[Path] = None,
                 rows = list(pool.map(one, entries))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return make_report(rows, manifest, manifest_path, vectors_dir,
-                       decoder_label or getattr(decoder, "template", "?"), timeout,
-                       time.monotonic() - t0)
+    report = make_report(rows, manifest, manifest_path, vectors_dir,
+                         decoder_label or getattr(decoder, "template", "?"), timeout,
+                         time.monotonic() - t0)
+    report["require_class"] = require_class
+    return report
 
 
 def _summary(rows: list[dict], key: str) -> dict:
@@ -460,6 +470,32 @@ def render_report(report: dict, *, failures_only: bool = False, file=None) -> No
                   f"{verdict}")
 
 
+def coverage_markdown(entries: list[dict]) -> str:
+    """Markdown tables of how many vectors there are per expectation, per feature and per rule
+    (`wcodec conformance list --coverage`; conformance/README.md quotes its output)."""
+    kinds = ("valid", "invalid", "acceptable")
+
+    def table(title: str, key) -> list[str]:
+        counts: dict = {}
+        for e in entries:
+            for k in key(e):
+                counts.setdefault(k, dict.fromkeys(kinds, 0))[e["expected"]] += 1
+        lines = [f"| {title} | vectors | valid | invalid | acceptable |", "|---|---|---|---|---|"]
+        for k, c in sorted(counts.items()):
+            lines.append(f"| {k} | {sum(c.values())} | " + " | ".join(str(c[x]) for x in kinds)
+                         + " |")
+        return lines
+
+    total = dict.fromkeys(kinds, 0)
+    for e in entries:
+        total[e["expected"]] += 1
+    out = ["| expectation | vectors |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in total.items()] + [f"| all | {len(entries)} |", ""]
+    out += table("feature", lambda e: e.get("features", [])) + [""]
+    out += table("rule", lambda e: e.get("rules", []))
+    return "\n".join(out) + "\n"
+
+
 # -- CLI ----------------------------------------------------------------------------------------------
 conformance_app = typer.Typer(no_args_is_help=True,
                               help="Run the conformance suite against any decoder.")
@@ -492,6 +528,9 @@ def run(
                                                         f"{REPORT_SCHEMA})."),
     failures_only: bool = typer.Option(False, "--failures-only",
                                        help="List only the failing vectors in the table."),
+    require_class: bool = typer.Option(False, "--require-class",
+                                       help="A rejection passes only if stderr names an allowed "
+                                            "error class (by default naming one is optional)."),
 ):
     """Run every vector through DECODER and report per vector and per feature.
 
@@ -500,7 +539,8 @@ def run(
         _usage("--jobs must be at least 1")
     try:
         report = run_suite(decoder, manifest_path=manifest, vectors_dir=vectors,
-                           patterns=filter_, timeout=timeout, jobs=jobs)
+                           patterns=filter_, timeout=timeout, jobs=jobs,
+                           require_class=require_class)
     except HarnessError as e:
         _usage(str(e))
     if json_out:
@@ -518,6 +558,9 @@ def list_(
                                                 help="Only vectors whose id matches this glob."),
     json_out: bool = typer.Option(False, "--json", help="Print the selected manifest entries "
                                                         "as JSON."),
+    coverage: bool = typer.Option(False, "--coverage",
+                                  help="Print Markdown tables: vectors per expectation, feature "
+                                       "and rule."),
 ):
     """List the vectors: id, expectation, error class, rules, features."""
     try:
@@ -526,6 +569,9 @@ def list_(
         entries = select(m, filter_)
     except HarnessError as e:
         _usage(str(e))
+    if coverage:
+        typer.echo(coverage_markdown(entries), nl=False)
+        return
     if json_out:
         typer.echo(json.dumps({"schema": m["schema"], "format_version": m.get("format_version"),
                                "manifest": str(manifest_path), "vectors_dir": str(vectors_dir),
