@@ -689,7 +689,7 @@ def check_file(path, *, limits=None, time_bound: float = 5.0, memory_bound: int 
             raise PropertyViolation(f"peak memory {out.peak_bytes} > {memory_bound}")
 
 
-def _run(path, limits, threads, out: Outcome) -> None:
+def _run(path, limits, threads, out: Outcome, salvage: bool = True) -> None:
     from wcodec.errors import FormatError
     from wcodec.reader import Reader
 
@@ -698,6 +698,8 @@ def _run(path, limits, threads, out: Outcome) -> None:
         r = Reader(path, threads=threads, **kw)
     except FormatError as e:
         out.kind, out.error = "rejected", e.error_class
+        if salvage:
+            _salvage(path, kw, threads)
         return
     with r:
         problems = r.verify()
@@ -727,6 +729,22 @@ def _run(path, limits, threads, out: Outcome) -> None:
             out.kind, out.error = "partial", next(iter(failed.values()))
         elif problems:
             out.kind, out.error = "partial", problems[0]["error"]
+    if salvage:
+        rep = _salvage(path, kw, threads)
+        if set(rep.recovered) != set(r.keys()) - set(failed):
+            raise PropertyViolation(f"salvage recovered {sorted(rep.recovered)}, strict reads "
+                                    f"succeeded for {sorted(set(r.keys()) - set(failed))}")
+
+
+def _salvage(path, kw, threads):
+    """Salvage of any file: never anything but a FormatError; every problem typed."""
+    from wcodec.salvage import SalvageReader, examine
+    with SalvageReader(path, threads=threads, **kw) as s:
+        rep = examine(s)
+    for p in rep.problems + rep.lost:
+        if p["error"] not in _format_error_names():
+            raise PropertyViolation(f"salvage reported a non-format error {p}")
+    return rep
 
 
 def _format_error_names():

@@ -139,8 +139,17 @@ def decode(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
     bands: Optional[int] = typer.Option(None, "--bands", help="Decode only the first k bands of "
                                         "band records (a coarser model; others decode fully)."),
+    salvage: bool = typer.Option(False, "--salvage", help="Recover every intact tensor of a "
+                                 "damaged file, list the lost ones on stderr, exit with the first "
+                                 "problem's code (0 if nothing was damaged)."),
+    json_out: bool = typer.Option(False, "--json", help="With --salvage: print the salvage "
+                                  "report (schema wcodec.salvage/1) on stdout."),
 ):
     """Decode a wcodec file (or folder) to safetensors, bit for bit."""
+    if salvage:
+        from .cli_salvage import decode_salvage
+        return decode_salvage(input, output, tensor, _limits(max_tensor_bytes, max_index_bytes),
+                              threads, force, quiet, json_out, _check_target)
     from . import formats
     with errors_to_exit():
         reader_kw = dict(limits=_limits(max_tensor_bytes, max_index_bytes),
@@ -200,30 +209,29 @@ def verify(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output (schema "
                                                         "wcodec.verify/1)."),
     max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
+    max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
 ):
     """Check structure, every CRC32C and every SHA-256; name each damaged block and tensor.
 
-    Exits 0 when the file is intact, otherwise with the exit code of the first problem's class."""
-    from .errors import FORMAT_ERROR_CLASSES, FormatError
-    from .reader import Reader
+    Exits 0 when the file is intact, otherwise with the exit code of the first problem's class
+    (the error a strict decoder reports first). Problems after a broken footer or index are found
+    by walking the blocks (spec §13)."""
+    from .errors import FORMAT_ERROR_CLASSES
+    from .salvage import verify_report
     with errors_to_exit():
-        try:
-            with Reader(input, limits=_limits(max_tensor_bytes, None)) as r:
-                problems = r.verify()
-                n_tensors, n_blocks = len(r.tensors), len(r.blocks)
-        except FormatError as e:
-            problems = [dict(block=e.block, tensor=e.tensor, error=e.error_class, rule=e.rule,
-                             message=str(e))]
-            n_tensors = n_blocks = None
+        problems, n_tensors, n_blocks, index_state = verify_report(
+            input, limits=_limits(max_tensor_bytes, max_index_bytes))
         report = {"schema": "wcodec.verify/1", "file": str(input), "ok": not problems,
-                  "tensors": n_tensors, "blocks": n_blocks, "problems": problems}
+                  "tensors": n_tensors, "blocks": n_blocks, "index": index_state,
+                  "problems": problems}
         if json_out:
             typer.echo(json.dumps(report, indent=1))
         else:
             if problems:
                 for p in problems:
                     where = ", ".join(f"{k} {p[k]!r}" if k == "tensor" else f"{k} {p[k]}"
-                                      for k in ("block", "tensor") if p.get(k) is not None)
+                                      for k in ("block", "offset", "tensor")
+                                      if p.get(k) is not None)
                     typer.echo(f"BAD  {p['error']}: {p['message']}" + (f" [{where}]" if where
                                                                         else ""))
             else:

@@ -186,16 +186,22 @@ class Reader:
             raise LimitExceeded(f"index of {payload_length} bytes exceeds the limit of "
                                 f"{self.limits.max_index_bytes}", rule="LIM-02")
 
-        bh = _BLOCK_HEADER_C.parse(bytes(data[ftr.index_offset:ftr.index_offset + 24]))
+        self._open_index(ftr.index_offset, payload_length)
+
+    def _open_index(self, index_offset: int, payload_length: int) -> None:
+        """IDX-01, IDX-02, then the index itself, for an INDEX block the caller located (the
+        footer does; wcodec.salvage may find it by walking the blocks instead)."""
+        data = self.data
+        bh = _BLOCK_HEADER_C.parse(bytes(data[index_offset:index_offset + 24]))
         if (bh.block_type != L.BLOCK_INDEX or bh.payload_length != payload_length
                 or (bh.tensor_id, bh.stream_id, bh.chunk_id) != (L.NONE_ID,) * 3):
             raise LayoutError("the footer's index block is not an INDEX block of that size",
                               rule="IDX-01")
         if bh.block_flags:
             raise MalformedRecord("INDEX block_flags is not zero", rule="RSV-01")
-        p0 = ftr.index_offset + L.BLOCK_HEADER_SIZE
+        p0 = index_offset + L.BLOCK_HEADER_SIZE
         trailer = int.from_bytes(data[p0 + payload_length:p0 + payload_length + 4], "little")
-        if crc32c.crc32c(data[ftr.index_offset:p0 + payload_length]) != trailer:
+        if crc32c.crc32c(data[index_offset:p0 + payload_length]) != trailer:
             raise ChecksumMismatch("INDEX block CRC32C mismatch", rule="IDX-02")
         self._parse_index(bytes(data[p0:p0 + payload_length]))
         self._check_layout()
@@ -279,73 +285,78 @@ class Reader:
                               f"{L.align_up(end, A)}", rule="LAY-02")
 
     def _check_records(self) -> None:
-        lim = self.limits
         self.tensors: dict[str, TensorInfo] = {}
         owner: dict[int, tuple[int, int, int]] = {}
         for t, r in enumerate(self._raw_records):
-            try:
-                name = r.name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise MalformedRecord(f"tensor {t}: name is not UTF-8", rule="REC-01") from None
-            if not 1 <= r.name_length <= MAX_NAME_LENGTH:
-                raise MalformedRecord(f"tensor {t}: name of {r.name_length} bytes", rule="REC-01")
-            if name in self.tensors:
-                raise MalformedRecord(f"tensor name {name!r} appears twice", rule="REC-01")
-            dtype = D.by_code(r.dtype)
-            if r.record_flags & ~L.KNOWN_RECORD_FLAGS:
-                raise MalformedRecord("reserved record_flags bits set", rule="RSV-01", tensor=name)
-            kind = record_class(r.record_kind)
-            if r.rank > MAX_RANK:
-                raise LimitExceeded(f"rank {r.rank} > {MAX_RANK}", rule="REC-05", tensor=name)
-            n = element_count(r.shape, dtype.itemsize, lim.max_tensor_bytes, tensor=name)
-            if r.params_length > MAX_PARAMS_LENGTH:
-                raise LimitExceeded("params_length > 1 MiB", rule="REC-05", tensor=name)
-            if not 1 <= r.stream_count <= MAX_STREAMS:
-                raise LimitExceeded(f"stream_count {r.stream_count}", rule="REC-05", tensor=name)
-            streams = []
-            for s_id, s in enumerate(r.streams):
-                sd = D.by_code(s.stream_dtype)
-                if s.stream_rank > MAX_RANK:
-                    raise LimitExceeded(f"stream rank {s.stream_rank}", rule="REC-05", tensor=name)
-                sn = element_count(s.stream_shape, sd.itemsize, lim.max_tensor_bytes, tensor=name)
-                if not 1 <= s.chunk_elements <= MAX_CHUNK_ELEMENTS:
-                    raise LimitExceeded(f"chunk_elements {s.chunk_elements}", rule="REC-05",
-                                        tensor=name)
-                if not 1 <= s.codec_count <= MAX_CODECS:
-                    raise LimitExceeded(f"codec_count {s.codec_count}", rule="REC-05", tensor=name)
-                if any(c.config_length > MAX_CONFIG_LENGTH for c in s.codecs):
-                    raise LimitExceeded("codec config over 1024 bytes", rule="REC-05", tensor=name)
-                if s.chunk_count != -(-sn // s.chunk_elements):
-                    raise MalformedRecord(f"stream {s_id}: {s.chunk_count} chunks for {sn} "
-                                          f"elements of {s.chunk_elements}", rule="REC-06",
-                                          tensor=name)
-                try:
-                    chain = Chain.from_specs(s.codecs)
-                except FormatError as e:
-                    e.tensor = name
-                    raise
-                for c, b in enumerate(s.chunk_blocks):
-                    if b >= len(self.blocks) or self.blocks[b].block_type != L.BLOCK_CHUNK:
-                        raise LayoutError(f"stream {s_id} chunk {c} names block {b}, not a "
-                                          "CHUNK block", rule="REC-07", tensor=name)
-                    if b in owner:
-                        raise LayoutError(f"block {b} is named by two chunks", rule="REC-07",
-                                          tensor=name)
-                    owner[b] = (t, s_id, c)
-                streams.append(StreamInfo(sd, tuple(s.stream_shape), sn, s.chunk_elements, chain,
-                                          list(s.chunk_blocks)))
-            kind.check(r, name)
-            stored = sum(self.blocks[b].payload_length for s in streams for b in s.chunk_blocks)
-            self.tensors[name] = TensorInfo(
-                index=t, name=name, dtype=dtype, shape=tuple(r.shape), elements=n,
-                record_kind=r.record_kind, kind_name=kind.name, sha256=r.sha256,
-                lossy=bool(r.record_flags & L.FLAG_LOSSY),
-                error=dict(r.error) if r.error is not None else None, params=r.params,
-                streams=streams, stored_bytes=stored, record=r)
+            info = self._check_record(t, r, owner)
+            self.tensors[info.name] = info
         for i, b in enumerate(self.blocks):
             if b.block_type == L.BLOCK_CHUNK and i not in owner:
                 raise LayoutError("CHUNK block is named by no tensor", rule="REC-07", block=i)
         self._owner = owner
+
+    def _check_record(self, t: int, r, owner: dict) -> TensorInfo:
+        """One TensorRecord against §6.4 and its kind's page; `owner` collects chunk blocks."""
+        lim = self.limits
+        try:
+            name = r.name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedRecord(f"tensor {t}: name is not UTF-8", rule="REC-01") from None
+        if not 1 <= r.name_length <= MAX_NAME_LENGTH:
+            raise MalformedRecord(f"tensor {t}: name of {r.name_length} bytes", rule="REC-01")
+        if name in getattr(self, "tensors", ()):
+            raise MalformedRecord(f"tensor name {name!r} appears twice", rule="REC-01")
+        dtype = D.by_code(r.dtype)
+        if r.record_flags & ~L.KNOWN_RECORD_FLAGS:
+            raise MalformedRecord("reserved record_flags bits set", rule="RSV-01", tensor=name)
+        kind = record_class(r.record_kind)
+        if r.rank > MAX_RANK:
+            raise LimitExceeded(f"rank {r.rank} > {MAX_RANK}", rule="REC-05", tensor=name)
+        n = element_count(r.shape, dtype.itemsize, lim.max_tensor_bytes, tensor=name)
+        if r.params_length > MAX_PARAMS_LENGTH:
+            raise LimitExceeded("params_length > 1 MiB", rule="REC-05", tensor=name)
+        if not 1 <= r.stream_count <= MAX_STREAMS:
+            raise LimitExceeded(f"stream_count {r.stream_count}", rule="REC-05", tensor=name)
+        streams = []
+        for s_id, s in enumerate(r.streams):
+            sd = D.by_code(s.stream_dtype)
+            if s.stream_rank > MAX_RANK:
+                raise LimitExceeded(f"stream rank {s.stream_rank}", rule="REC-05", tensor=name)
+            sn = element_count(s.stream_shape, sd.itemsize, lim.max_tensor_bytes, tensor=name)
+            if not 1 <= s.chunk_elements <= MAX_CHUNK_ELEMENTS:
+                raise LimitExceeded(f"chunk_elements {s.chunk_elements}", rule="REC-05",
+                                    tensor=name)
+            if not 1 <= s.codec_count <= MAX_CODECS:
+                raise LimitExceeded(f"codec_count {s.codec_count}", rule="REC-05", tensor=name)
+            if any(c.config_length > MAX_CONFIG_LENGTH for c in s.codecs):
+                raise LimitExceeded("codec config over 1024 bytes", rule="REC-05", tensor=name)
+            if s.chunk_count != -(-sn // s.chunk_elements):
+                raise MalformedRecord(f"stream {s_id}: {s.chunk_count} chunks for {sn} "
+                                      f"elements of {s.chunk_elements}", rule="REC-06",
+                                      tensor=name)
+            try:
+                chain = Chain.from_specs(s.codecs)
+            except FormatError as e:
+                e.tensor = name
+                raise
+            for c, b in enumerate(s.chunk_blocks):
+                if b >= len(self.blocks) or self.blocks[b].block_type != L.BLOCK_CHUNK:
+                    raise LayoutError(f"stream {s_id} chunk {c} names block {b}, not a "
+                                      "CHUNK block", rule="REC-07", tensor=name)
+                if b in owner:
+                    raise LayoutError(f"block {b} is named by two chunks", rule="REC-07",
+                                      tensor=name)
+                owner[b] = (t, s_id, c)
+            streams.append(StreamInfo(sd, tuple(s.stream_shape), sn, s.chunk_elements, chain,
+                                      list(s.chunk_blocks)))
+        kind.check(r, name)
+        stored = sum(self.blocks[b].payload_length for s in streams for b in s.chunk_blocks)
+        return TensorInfo(
+            index=t, name=name, dtype=dtype, shape=tuple(r.shape), elements=n,
+            record_kind=r.record_kind, kind_name=kind.name, sha256=r.sha256,
+            lossy=bool(r.record_flags & L.FLAG_LOSSY),
+            error=dict(r.error) if r.error is not None else None, params=r.params,
+            streams=streams, stored_bytes=stored, record=r)
 
     # -- reading tensors -------------------------------------------------------------------------
     def keys(self) -> list[str]:
