@@ -32,6 +32,8 @@ KIND_ID = 4
 MAX_DEPTH = 16
 MAX_HINT = 255
 MAX_LEVEL = 1 << 28
+MAX_REPEAT = 1024
+MAGIC = b"\x89WCD\r\n\x1a\n"
 
 SOURCE_FILE, SOURCE_PARENT = 1, 2
 PRED_IDENTITY, PRED_SCALAR, PRED_CHANNEL = 0, 1, 2
@@ -52,9 +54,9 @@ EXPONENT_FIELD = {"float64": (52, 0x7FF), "float32": (23, 0xFF), "float16": (10,
 CANONICAL_NAN = {"float64": 0x7FF8000000000000, "float32": 0x7FC00000, "float16": 0x7E00,
                  "bfloat16": 0x7FC0}
 
-# source u8, predictor u8, permutation u8, residual u8, order u8, reserved[3],
+# source u8, predictor u8, permutation u8, residual u8, order u8, reserved u8, repeat u16,
 # a f64, b f64, step f32, reserved u32, parent_sha256 bytes[32]
-HEAD = struct.Struct("<BBBBB3sddfI32s")
+HEAD = struct.Struct("<BBBBBBHddfI32s")
 assert HEAD.size == 64
 
 
@@ -65,6 +67,7 @@ class PredParams:
     permutation: int
     residual: int
     order: int
+    repeat: int
     a: float
     b: float
     step: float
@@ -76,7 +79,7 @@ class PredParams:
         name = self.ref_name.encode("utf-8")
         hint = self.hint.encode("utf-8")
         return (HEAD.pack(self.source, self.predictor, self.permutation, self.residual,
-                          self.order, bytes(3), self.a, self.b, self.step, 0,
+                          self.order, 0, self.repeat, self.a, self.b, self.step, 0,
                           self.parent_sha256)
                 + struct.pack("<H", len(name)) + name + struct.pack("<H", len(hint)) + hint)
 
@@ -87,8 +90,9 @@ class PredParams:
         params = bytes(params)
         if len(params) < HEAD.size + 4:
             raise bad(f"predicted params of {len(params)} bytes are shorter than 68")
-        (src, pred, perm, res, order, r0, a, b, step, r1, sha) = HEAD.unpack_from(params)
-        if any(r0) or r1:
+        (src, pred, perm, res, order, r0, repeat, a, b, step, r1, sha) = \
+            HEAD.unpack_from(params)
+        if r0 or r1:
             raise MalformedRecord("predicted params reserved fields are not zero",
                                   rule="RSV-01", tensor=name)
         pos = HEAD.size
@@ -127,23 +131,26 @@ class PredParams:
         if pred == PRED_SCALAR:
             if not (np.isfinite(a) and np.isfinite(b)):
                 raise bad("scalar affine a and b must be finite")
-        elif not (zero_a and zero_b):
-            raise bad("a and b are +0.0 unless the predictor is scalar affine")
+            if not 1 <= repeat <= MAX_REPEAT:
+                raise bad(f"a scalar affine predictor has repeat 1 to {MAX_REPEAT}, not {repeat}")
+        elif not (zero_a and zero_b) or repeat:
+            raise bad("a, b and repeat are zero unless the predictor is scalar affine")
         zero_step = struct.pack("<f", step) == bytes(4)
         if res == RES_QUANT:
             if not (np.isfinite(step) and step > 0):
                 raise bad("a quantized residual has a finite step > 0")
         elif not zero_step:
             raise bad("step is +0.0 unless the residual is quantized")
-        return cls(src, pred, perm, res, order, a, b, step, sha, ref_name, hint)
+        return cls(src, pred, perm, res, order, repeat, a, b, step, sha, ref_name, hint)
 
 
 # -- exact arithmetic shared by encoder and decoder ---------------------------------------------
 def to_float64(bits: np.ndarray, dtype: D.DType) -> np.ndarray:
     """Bit patterns (dtype.uint) to binary64 values, exactly."""
-    if dtype.name == "bfloat16":
-        return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return bits.view(np.dtype(dtype.numpy_name)).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaNs arrive quiet; round_T canonicalises
+        if dtype.name == "bfloat16":
+            return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return bits.view(np.dtype(dtype.numpy_name)).astype(np.float64)
 
 
 def _f64_to_bf16_bits(y: np.ndarray) -> np.ndarray:
@@ -211,17 +218,46 @@ def predict(ref: np.ndarray, dtype: D.DType, shape, pp: PredParams, perm=None,
     p = permute(ref, shape, pp.permutation, perm)
     if pp.predictor == PRED_IDENTITY:
         return p if p is not ref else p.copy()
-    x = to_float64(p, dtype)
     if pp.predictor == PRED_SCALAR:
-        a, b = np.float64(pp.a), np.float64(pp.b)
-    else:
-        rows = shape[0]
-        a = np.repeat(coeffs[0].astype(np.float64), x.size // max(rows, 1))
-        b = np.repeat(coeffs[1].astype(np.float64), x.size // max(rows, 1))
+        return scalar_affine(p, dtype, pp.a, pp.b, pp.repeat)
+    x = to_float64(p, dtype)
+    per_row = x.size // max(shape[0], 1)
+    a = np.repeat(coeffs[0].astype(np.float64), per_row)
+    b = np.repeat(coeffs[1].astype(np.float64), per_row)
     with np.errstate(over="ignore", invalid="ignore"):
         y = np.multiply(a, x)
-        y = np.add(y, b)
+        # b is added only where it is not zero, so that −0.0 × a keeps its sign (PRD-11)
+        y = np.where(b != 0, np.add(y, b), y)
     return round_to_dtype(y, dtype)
+
+
+def scalar_affine(p: np.ndarray, dtype: D.DType, a: float, b: float, repeat: int) -> np.ndarray:
+    """`repeat` times: p = round_T(fl64(fl64(a × p) + b)) (PRD-11). AdamW's decoupled weight
+    decay multiplies by (1 − lr·wd) once per step, so N steps are `repeat` = N with a = that
+    factor in the tensor's dtype."""
+    a64, b64 = np.float64(a), np.float64(b)
+    if dtype.name == "float32" and b64 == 0 and np.float64(np.float32(a64)) == a64:
+        # the same result in binary32: a × x of two binary32 values is exact in binary64, so
+        # rounding it once to binary32 is what an IEEE binary32 multiplication does
+        y = p.view(np.float32).copy()
+        a32 = np.float32(a64)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            for _ in range(repeat):
+                np.multiply(y, a32, out=y)
+        out = y.view(np.uint32)
+        nan = np.isnan(y)
+        if nan.any():
+            out[nan] = CANONICAL_NAN["float32"]
+        return out
+    out = p
+    for _ in range(repeat):
+        x = to_float64(out, dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = np.multiply(a64, x)
+            if b64 != 0:  # skipped for ±0.0, so that −0.0 × a keeps its sign (PRD-11)
+                y = np.add(y, b64)
+        out = round_to_dtype(y, dtype)
+    return out
 
 
 def check_permutation(perm: np.ndarray, n: int, name) -> np.ndarray:
@@ -246,8 +282,10 @@ def combine(p: np.ndarray, z: np.ndarray, dtype: D.DType, pp: PredParams, name=N
                              tensor=name)
     x = to_float64(p, dtype)
     with np.errstate(over="ignore", invalid="ignore"):
+        # q × step is exact in binary64 (|q| ≤ 2^28, a 24-bit step): one rounding in the add
         y = np.add(x, np.multiply(q.astype(np.float64), np.float64(np.float32(pp.step))))
-    return round_to_dtype(y, dtype)
+    # a zero level leaves the prediction's bit pattern as it is (NaN payloads, −0.0)
+    return np.where(q == 0, p, round_to_dtype(y, dtype))
 
 
 # -- reference resolution ---------------------------------------------------------------------
@@ -261,9 +299,18 @@ def file_sha256(path) -> bytes:
             h.update(b)
 
 
+def _has_magic(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == MAGIC
+    except OSError:
+        return False
+
+
 class ParentResolver:
     """Finds parent files by the SHA-256 of their whole content (PRD-10) among candidates: the
-    files and folders in `search` (folders: every regular file whose name ends `.wcodec`). Readers
+    files and folders in `search` (folders: every regular file that starts with the wcodec magic;
+    a file named like the record's hint is tried first, so the usual case hashes one file). Readers
     of parents are opened once and shared; decoded reference tensors are cached (LRU, bounded)."""
 
     def __init__(self, search=(), *, cache_bytes: int = 256 << 20, reader_kw=None):
@@ -282,7 +329,7 @@ class ParentResolver:
             if os.path.isdir(s):
                 for n in sorted(os.listdir(s)):
                     p = os.path.join(s, n)
-                    if n.endswith(".wcodec") and os.path.isfile(p):
+                    if os.path.isfile(p) and _has_magic(p):
                         out.append(p)
             elif os.path.isfile(s):
                 out.append(s)
@@ -378,6 +425,10 @@ def reference_chain(reader, name: str) -> list[tuple[object, str]]:
     info = reader.info(name)
     while info.record_kind == KIND_ID:
         pp = PredParams.unpack(info.params, chain[-1][1])
+        # the order of the checks is PRD-09, PRD-10, PRD-08, PRD-06, PRD-07 at every step
+        if len(chain) > MAX_DEPTH:
+            raise LimitExceeded(f"reference chain longer than {MAX_DEPTH} predicted records",
+                                rule="PRD-09", tensor=name)
         if pp.source == SOURCE_PARENT:
             nxt_reader = resolver.open(pp.parent_sha256, pp.hint, tensor=chain[-1][1])
         else:
@@ -386,9 +437,6 @@ def reference_chain(reader, name: str) -> list[tuple[object, str]]:
         if key in seen:
             raise MalformedRecord(f"reference cycle through {pp.ref_name!r}", rule="PRD-08",
                                   tensor=name)
-        if len(chain) > MAX_DEPTH:
-            raise LimitExceeded(f"reference chain longer than {MAX_DEPTH} predicted records",
-                                rule="PRD-09", tensor=name)
         if pp.ref_name not in nxt_reader.tensors:
             where = "the parent file" if pp.source == SOURCE_PARENT else "this file"
             raise MalformedRecord(f"reference {pp.ref_name!r} is not a tensor of {where}",
@@ -509,13 +557,14 @@ class Predicted(RecordKind):
     @classmethod
     def encode(cls, dtype, shape, elements, options, *, reference: Reference,
                ref: np.ndarray, predictor: str = "identity", a: float = 1.0, b: float = 0.0,
+               repeat: int = 1,
                coeffs: np.ndarray | None = None, permutation: str = "none",
                perm: np.ndarray | None = None, residual: str = "sub", order: str | None = None,
                step: float | None = None) -> EncodedRecord:
         """`ref`: the reference's decoded bytes, exactly as a decoder will see them."""
         shape = tuple(int(d) for d in shape)
         pp = make_params(dtype, shape, reference, predictor, a, b, permutation, residual, order,
-                         step)
+                         step, repeat)
         ref = np.asarray(ref).reshape(-1).view(np.uint8).view(dtype.uint)
         if ref.size != elements.size:
             raise InputError(f"reference holds {ref.size} elements, the tensor {elements.size}")
@@ -542,7 +591,8 @@ class Predicted(RecordKind):
             decoded = combine(p, zq, dtype, pp).view(np.uint8)
             y = to_float64(decoded.view(dtype.uint), dtype)
             lossy = True
-            d = x - y
+            with np.errstate(invalid="ignore"):
+                d = x - y
             fin = np.isfinite(d)
             error = dict(max_abs_error=float(np.abs(d[fin]).max()) if fin.any() else 0.0,
                          mean_squared_error=float(np.mean(d[fin] ** 2)) if fin.any() else 0.0,
@@ -612,7 +662,7 @@ class Predicted(RecordKind):
             d["parent_sha256"] = pp.parent_sha256.hex()
             d["parent_hint"] = pp.hint
         if pp.predictor == PRED_SCALAR:
-            d["a"], d["b"] = pp.a, pp.b
+            d["a"], d["b"], d["repeat"] = pp.a, pp.b, pp.repeat
         if pp.residual == RES_QUANT:
             d["step"] = pp.step
         return d
@@ -628,7 +678,8 @@ def _code(table: dict, value, what: str) -> int:
 
 
 def make_params(dtype, shape, reference: Reference, predictor="identity", a=1.0, b=0.0,
-                permutation="none", residual="sub", order=None, step=None) -> PredParams:
+                permutation="none", residual="sub", order=None, step=None,
+                repeat=1) -> PredParams:
     pred = _code(PRED_NAMES, predictor, "predictor")
     perm = _code(PERM_NAMES, permutation, "permutation")
     res = _code(RES_NAMES, residual, "residual")
@@ -644,7 +695,28 @@ def make_params(dtype, shape, reference: Reference, predictor="identity", a=1.0,
     src = SOURCE_PARENT if reference.parent_sha256 is not None else SOURCE_FILE
     return PredParams(
         source=src, predictor=pred, permutation=perm, residual=res, order=ordc,
-        a=float(a) if pred == PRED_SCALAR else 0.0, b=float(b) if pred == PRED_SCALAR else 0.0,
+        repeat=int(repeat) if pred == PRED_SCALAR else 0, a=float(a) if pred == PRED_SCALAR else 0.0, b=float(b) if pred == PRED_SCALAR else 0.0,
         step=float(np.float32(step)) if res == RES_QUANT else 0.0,
         parent_sha256=reference.parent_sha256 or bytes(32), ref_name=reference.name,
         hint=reference.hint if src == SOURCE_PARENT else "")
+
+
+def describe_chain(reader, name: str) -> dict:
+    """For `inspect`: the record's parameters and its reference chain [{file, sha256, tensor,
+    record_kind}], or the error that following the chain raises (reported, not raised)."""
+    from ..errors import FormatError
+    info = reader.info(name)
+    out = dict(Predicted.describe(info.record))
+    try:
+        chain = reference_chain(reader, name)
+    except FormatError as e:
+        out["chain_error"] = f"{e.error_class}: {e}"
+        return out
+    steps = []
+    for r, n in chain[1:]:
+        steps.append(dict(file=os.path.basename(r.path), tensor=n,
+                          record_kind=r.info(n).kind_name,
+                          same_file=r is reader))
+    out["chain"] = steps
+    out["depth"] = sum(1 for r, n in chain if r.info(n).record_kind == KIND_ID)
+    return out
