@@ -258,6 +258,7 @@ def _register_conformance():
 
 
 _register_conformance()
+from .cli_archive import register as _register_archive; _register_archive(app)  # noqa: E402,E702
 
 
 def entry():

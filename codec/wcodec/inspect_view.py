@@ -30,6 +30,9 @@ def inspect_report(r: Reader) -> dict:
             "error": dict({k: v for k, v in t.error.items() if not k.startswith("_")},
                           snr_db=_snr(t.error)) if t.error else None,
         })
+        if t.record_kind == 4:  # predicted: where the reference comes from, down to its base
+            from .records.predicted import describe_chain
+            tensors[-1]["predicted"] = describe_chain(r, name)
     raw = sum(t["bytes"] for t in tensors)
     size = os.path.getsize(r.path)
     return {
@@ -75,5 +78,16 @@ def render_inspect(rep: dict) -> None:
                       "; ".join(t["codec_chain"]), _human(t["bytes"]), _human(t["stored_bytes"]),
                       r)
     console.print(table)
+    for t in rep["tensors"]:
+        p = t.get("predicted")
+        if p:
+            chain = " <- ".join([t["name"]] + [
+                (c["tensor"] if c["same_file"] else f"{c['file']}:{c['tensor']}")
+                + f" ({c['record_kind']})" for c in p.get("chain", [])])
+            how = f"{p['predictor']}, {p['residual']}" + (
+                f", permuted {p['permutation']}" if p["permutation"] != "none" else "")
+            console.print(f"{t['name']}: predicted ({how}); chain {chain}"
+                          + (f"; {p['chain_error']}" if "chain_error" in p else ""),
+                          markup=False, highlight=False)
     if rep["metadata"]:
         console.print("metadata: " + ", ".join(f"{k}={v!r}" for k, v in rep["metadata"].items()))
