@@ -11,6 +11,7 @@ REGISTRY: dict[int, type[RecordKind]] = {Plain.kind_id: Plain}
 REGISTRY[Quantized.kind_id] = Quantized
 from .bands import Bands; REGISTRY[Bands.kind_id] = Bands  # noqa: E402,E702
 from .predicted import Predicted; REGISTRY[Predicted.kind_id] = Predicted  # noqa: E402,E702
+from .factors import Factors; REGISTRY[Factors.kind_id] = Factors  # noqa: E402,E702
 RESERVED = {2: "quantized", 3: "bands", 4: "predicted", 5: "factors"}
 
 
