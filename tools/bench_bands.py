@@ -87,7 +87,8 @@ def run_minilm(args) -> dict:
 
     cfg = BandConfig(bands=args.bands, band1_bits=args.band1_bits, band1_snr=args.band1_snr,
                      band1_step=args.band1_step, refine_bits=args.refine_bits,
-                     quantizer=args.quantizer, scales=args.scales)
+                     quantizer=args.quantizer, scales=args.scales,
+                     band1_level=args.band1_level if args.band1_level > 0 else None)
     t0 = time.perf_counter()
     plan(tensors, cfg, opts, log=lambda m: print(m, file=sys.stderr))
     t_plan = time.perf_counter() - t0
@@ -185,6 +186,8 @@ def main(argv=None):
     m.add_argument("--quantizer", default="dependent")
     m.add_argument("--scales", default="tensor")
     m.add_argument("--level", type=int, default=3)
+    m.add_argument("--band1-level", type=int, default=19,
+                   help="zstd level of band 1's streams (0: the same as --level)")
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--json", default=None, help="write the results here")
     e = sub.add_parser("efficientnet")

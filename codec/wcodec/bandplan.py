@@ -12,7 +12,7 @@ stored bytes, not in an entropy estimate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class BandConfig:
     scales: str = "tensor"
     lossless: bool = True
     lam: float = 0.0
+    band1_level: int | None = 19      # zstd level of band 1's streams (records/bands.py)
     kind_options: dict = field(default_factory=dict)  # filled in by plan()
 
     def __post_init__(self):
@@ -92,6 +93,8 @@ class _Probe:
     def cost(self, cfg: BandConfig, g: float, options) -> float:
         layout = Q.ScaleLayout.parse(cfg.scales)
         qz = Q.QUANTIZER_CODES[cfg.quantizer]
+        if cfg.band1_level is not None:   # cost band 1 with the chain it will be coded with
+            options = replace(options, level=int(cfg.band1_level))
         kw = dict(rel_step=g) if cfg.relative else dict(step=g)
         sc, _, u = band1_scales(self.xs, layout, qz, **kw)
         q = band1_levels(u, qz, cfg.lam)
@@ -115,7 +118,8 @@ def plan(tensors, cfg: BandConfig, options, *, log=None) -> BandConfig:
     """Fix band 1's step for these tensors ((name, dtype, shape, elements) tuples, only eligible
     ones are looked at); returns cfg with kind_options set for Writer.add(kind=Bands, ...)."""
     opts = dict(bands=int(cfg.bands), refine_bits=cfg.refine_bits, quantizer=cfg.quantizer,
-                scales=cfg.scales, lossless=cfg.lossless, lam=cfg.lam)
+                scales=cfg.scales, lossless=cfg.lossless, lam=cfg.lam,
+                band1_level=cfg.band1_level)
     if cfg.band1_step is not None:
         opts["rel_step" if cfg.relative else "step"] = float(cfg.band1_step)
     elif cfg.band1_snr is not None:
@@ -231,3 +235,78 @@ def band_sizes(reader, name: str) -> list[int] | None:
 
 __all__ = ["BandConfig", "plan", "eligible", "encode_file_bands", "decode_file_bands",
            "read_options", "band_sizes"]
+
+
+# -- inspect -----------------------------------------------------------------------------------------
+def band_report(reader, name: str) -> dict | None:
+    """What `inspect` shows of a band record, from the index alone (nothing is decoded): each
+    band's stored bytes and, for every prefix k, its cumulative size and the error the encoder
+    stored in the params (spec/records/bands.md, `prefix_error`)."""
+    info = reader.info(name)
+    if info.kind_name != "bands":
+        return None
+    d = Bands.describe(info.record)
+    sizes = band_sizes(reader, name)
+    n = max(1, int(np.prod(info.shape)) if len(info.shape) else 1)
+    prefixes, total = [], 0
+    for k, (size, e) in enumerate(zip(sizes, d["prefix_error"]), start=1):
+        total += size
+        prefixes.append(dict(bands=k, stored_bytes=total, bits_per_weight=8 * total / n,
+                             max_abs_error=e["max_abs_error"],
+                             mean_squared_error=e["mean_squared_error"],
+                             signal_power=e["signal_power"], snr_db=e["snr_db"],
+                             sha256=d["prefix_sha256"][k - 1] if d["prefix_sha256"] else None))
+    return dict(bands=d["bands"], remainder=d["remainder"], quantizer=d["quantizer"],
+                scales=d["scales"], refine_bits=d["refine_bits"], elements=n,
+                band_bytes=sizes, prefixes=prefixes)
+
+
+def band_summary(reports: list[dict]) -> list[dict]:
+    """Whole-file view of the band records' prefixes: for k = 1..max N, the stored bytes of bands
+    1..min(k, N) of every band record, bits per weight, and the SNR over their weights from the
+    stored per-tensor ErrorStats (each weighted by the tensor's element count)."""
+    reports = [r for r in reports if r]
+    if not reports:
+        return []
+    n = sum(r["elements"] for r in reports)
+    out = []
+    for k in range(1, max(r["bands"] for r in reports) + 1):
+        size = sse = sig = 0.0
+        for r in reports:
+            p = r["prefixes"][min(k, r["bands"]) - 1]
+            size += p["stored_bytes"]
+            sse += p["mean_squared_error"] * r["elements"]
+            sig += p["signal_power"] * r["elements"]
+        snr = 10 * math.log10(sig / sse) if sse > 0 and sig > 0 else None
+        out.append(dict(bands=k, stored_bytes=int(size), bits_per_weight=8 * size / n,
+                        snr_db=snr, exact=sse == 0))
+    return out
+
+
+def render_bands(console, rep: dict) -> None:
+    """The band part of `inspect`'s table output."""
+    from rich.table import Table
+    rows = [t for t in rep["tensors"] if t.get("bands")]
+    if not rows:
+        return
+    for t in rows:
+        b = t["bands"]
+        parts = []
+        for p in b["prefixes"]:
+            err = "exact" if p["mean_squared_error"] == 0 and p["max_abs_error"] == 0 else (
+                f"{p['snr_db']:.1f} dB" if p["snr_db"] is not None else "-")
+            parts.append(f"{p['bands']}: {p['bits_per_weight']:.2f} b/w {err}")
+        console.print(f"{t['name']}: {b['bands']} bands ({b['quantizer']}, {b['scales']}, "
+                      f"refine {b['refine_bits']}{', remainder' if b['remainder'] else ''}); "
+                      "prefix " + "; ".join(parts), markup=False, highlight=False)
+    table = Table(title="band prefixes (sizes stored, errors from the encoder's ErrorStats)")
+    for col in ("bands decoded", "stored", "bits/weight", "SNR"):
+        table.add_column(col, justify="right")
+    for s in rep.get("band_summary", []):
+        table.add_row(str(s["bands"]), f"{s['stored_bytes']:,} B", f"{s['bits_per_weight']:.3f}",
+                      "exact" if s["exact"] else (f"{s['snr_db']:.2f} dB"
+                                                  if s["snr_db"] is not None else "-"))
+    console.print(table)
+
+
+__all__ += ["band_report", "band_summary", "render_bands"]

@@ -277,7 +277,8 @@ def choose_scales(xm: np.ndarray, layout: ScaleLayout, *, step: float | None = N
     # a scale beyond float32's range (float64 tensors only) saturates; the caller may clamp levels
     s32 = np.where(np.isfinite(s32), s32, np.finfo(np.float32).max).astype(np.float32)
     # rounding to float32 must not push a level past max_level: nudge up one ulp where needed
-    low = s32.astype(np.float64) < big
+    # (not at float32's largest value: the next one up is infinite, and a scale must be finite)
+    low = (s32.astype(np.float64) < big) & (s32 < np.finfo(np.float32).max)
     if np.any(low):
         s32 = np.where(low, np.nextafter(s32, np.float32(np.inf)), s32).astype(np.float32)
     return s32
