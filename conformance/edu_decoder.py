@@ -1033,12 +1033,200 @@ class QuantizedRecord:
 RECORD_KINDS[2] = QuantizedRecord
 
 
+# ================================================================ record kind 3 `bands` (records/bands.md)
+# N bands (2 to 8). Bands 1..Q hold levels (Q = N - 1 with a remainder band, else N). Prefix k:
+# A_1 = multipliers of band 1's levels (quantization.md §3), A_j = A_(j-1) x 2^(b_j) + q_j,
+# y = float64(A_a) x (S x 2^-c_a) with a = min(k, Q) and c_a = b_2 + ... + b_a, one binary64
+# multiplication, then one rounding to the dtype (quantization.md §4.2). With a remainder band the
+# full decode (k = N) applies it to the bit patterns of prefix N - 1 and gives the original bytes.
+# | BandHeader | band_count u8 | quantizer u8 | scale_mode u8 | flags u8 (bit 0 has_remainder, bit 1
+#   has_prefix_digests) | remainder_shift u8 | reserved[3] | group_size u32 | scale f32 |
+# | BandEntry x N | refine_bits u8 | reserved[3] | prefix_error ErrorStats | prefix_sha256[32] (bit 1) |
+BND_PREFIX = None   # `--bands K` on the command line: decode only the first K bands of band records
+# dtype code -> (name, mantissa bits M, exponent bits E)
+BND_FLOATS = {1: ("float64", 52, 11), 2: ("float32", 23, 8), 3: ("float16", 10, 5),
+              4: ("bfloat16", 7, 8), 5: ("float8_e4m3fn", 3, 4), 6: ("float8_e5m2", 2, 5)}
+BND_UINT = {8: 11, 16: 12, 32: 13, 64: 14}          # width -> uint dtype code of that width
+
+
+class BndPrefix(bytes):
+    """The bytes of a prefix k < N: its digest is prefix_sha256, not the record's sha256."""
+
+
+def bnd_round(y: np.ndarray, code: int) -> bytes:
+    """quantization.md §4.2 for every float dtype: the four of kind 2 as qnt_round does; the two
+    float8 formats by the same exact scaling as bfloat16 there, then their bit fields."""
+    name, M, E = BND_FLOATS[code]
+    if code <= 4:
+        return qnt_round(y, name)
+    bias = (1 << (E - 1)) - 1
+    emin = 1 - bias
+    maxf = 448.0 if name == "float8_e4m3fn" else (2 - 2.0 ** -M) * 2.0 ** bias
+    a = np.abs(y)
+    _, e = np.frexp(a)                                  # a = f x 2^e, 0.5 <= f < 1
+    q = np.maximum(e - 1, emin) - M                     # exponent of one unit in the last place
+    r = np.minimum(np.ldexp(np.rint(np.ldexp(a, -q)), q), maxf)   # rint: ties to even; saturate
+    _, e2 = np.frexp(r)
+    normal = r >= 2.0 ** emin
+    field_e = np.where(normal, e2 - 1 + bias, 0)
+    mant = np.where(normal, np.ldexp(r, M - (e2 - 1)) - 2 ** M, np.ldexp(r, M - emin))
+    bits = (np.signbit(y).astype(np.int64) << (E + M)) | (field_e.astype(np.int64) << M) \
+        | mant.astype(np.int64)
+    return bits.astype(np.uint8).tobytes()
+
+
+def bnd_order_map(p: np.ndarray, w: int) -> np.ndarray:
+    """o(p) = p XOR (sign x (2^(w-1) - 1)) on w-bit patterns (uint64): the order of the floats."""
+    sign = p >> np.uint64(w - 1)
+    return p ^ (sign * np.uint64((1 << (w - 1)) - 1))
+
+
+class BandsRecord:
+    @staticmethod
+    def params(rec: TensorRecord) -> dict:
+        P = rec.params
+        if len(P) < 16:                                                          # [BND-01]
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: band params shorter than 16 bytes")
+        N, quantizer, scale_mode, flags, z = P[0], P[1], P[2], P[3], P[4]
+        group_size, scale = struct.unpack_from("<If", P, 8)
+        if flags & ~3 or any(P[5:8]):                                            # [RSV-01]
+            raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved bits of the band params")
+        digests = bool(flags & 2)
+        entry = 28 + (32 if digests else 0)
+        if not 2 <= N <= 8 or len(P) != 16 + N * entry or quantizer > 1 or scale_mode > 2:
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: band_count {N}, quantizer {quantizer}, "
+                                  f"scale_mode {scale_mode}, {len(P)} bytes of params")
+        if (scale_mode == 2) != (group_size != 0) or group_size > 1 << 24:
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: group_size {group_size} with scale_mode {scale_mode}")
+        if scale_mode == 0 and not (np.isfinite(scale) and scale > 0):
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: the tensor scale is not finite and > 0")
+        if scale_mode != 0 and P[12:16] != b"\0\0\0\0":
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: scale is not all zero bits")
+        remainder = bool(flags & 1)
+        Q = N - 1 if remainder else N
+        bits, sha = [], []
+        for j in range(N):
+            e = 16 + j * entry
+            if any(P[e + 1:e + 4]):                                              # [RSV-01]
+                raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved bytes of band entry {j + 1}")
+            bits.append(P[e])
+            sha.append(bytes(P[e + 28:e + 60]) if digests else None)
+        if bits[0] != 0 or (remainder and bits[-1] != 0) \
+                or any(not 1 <= b <= 24 for b in bits[1:Q]) or sum(bits) > 28:  # [BND-01]
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: refine_bits {bits}")
+        if not remainder and z != 0:
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: remainder_shift without a remainder band")
+        return dict(N=N, Q=Q, quantizer=quantizer, scale_mode=scale_mode, group_size=group_size,
+                    scale=scale, remainder=remainder, z=z, bits=bits, sha=sha, digests=digests)
+
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        p = BandsRecord.params(rec)
+        if rec.dtype not in BND_FLOATS:                                          # [BND-02]
+            raise MalformedRecord(f"[BND-02] {rec.name!r}: a band record of dtype {rec.dtype}")
+        w = 8 * DTYPES[rec.dtype].itemsize
+        if p["z"] >= w:
+            raise MalformedRecord(f"[BND-02] {rec.name!r}: remainder_shift {p['z']} >= {w}")
+        rows, cols = qnt_matrix_view(rec.shape)
+        n = rows * cols
+        nscales = {0: 0, 1: rows, 2: rows * -(-cols // max(p["group_size"], 1))}[p["scale_mode"]]
+        s = rec.streams                                                          # [BND-03]
+        ok = len(s) == p["N"] + (1 if p["scale_mode"] else 0)
+        ok = ok and all(x.stream_dtype in QNT_LEVEL_DTYPES and x.stream_shape == (n,) for x in s[:p["Q"]])
+        if ok and p["remainder"]:
+            ok = s[p["Q"]].stream_dtype == BND_UINT[w] and s[p["Q"]].stream_shape == (n,)
+        if ok and p["scale_mode"]:
+            ok = s[-1].stream_dtype == QNT_FLOAT32 and s[-1].stream_shape == (nscales,)
+        if not ok:
+            raise MalformedRecord(f"[BND-03] {rec.name!r}: streams do not match the band params")
+        if bool(rec.record_flags & LOSSY) == p["remainder"]:                      # [BND-04]
+            raise MalformedRecord(f"[BND-04] {rec.name!r}: lossy flag and has_remainder disagree")
+        if p["digests"] and rec.sha256 is not None and p["sha"][-1] != rec.sha256:   # [BND-08]
+            raise MalformedRecord(f"[BND-08] {rec.name!r}: band N's prefix_sha256 is not the sha256")
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
+        p = BandsRecord.params(rec)
+        N, Q = p["N"], p["Q"]
+        k = N if BND_PREFIX is None else min(BND_PREFIX, N)
+        a = min(k, Q)
+        rows, cols = qnt_matrix_view(rec.shape)
+        # 1. levels of bands 1..a, zigzag-decoded; [BND-05] their range
+        A = None
+        for j in range(a):
+            z = np.frombuffer(decode_stream(f, t, j, rec.streams[j]),
+                              QNT_LEVEL_DTYPES[rec.streams[j].stream_dtype]).astype(np.int64)
+            q = ((z >> 1) ^ -(z & 1)).reshape(rows, cols)
+            limit = 1 << 23 if j == 0 else 1 << (p["bits"][j] + 1)
+            if q.size and int(np.abs(q).max()) > limit:
+                raise CorruptPayload(f"[BND-05] {rec.name!r}: a band {j + 1} level exceeds {limit}")
+            if j == 0:   # 2. multipliers of the base quantizer (the 4-state machine of §3.2)
+                A = q.copy()
+                if p["quantizer"] == 1:
+                    state = np.zeros(rows, np.int64)
+                    for c in range(cols):
+                        sa, sb = state >> 1, state & 1
+                        A[:, c] = 2 * q[:, c] - sa * np.sign(q[:, c])
+                        state = ((sb ^ (q[:, c] & 1)) << 1) | sa
+            else:        # 3. A_j = A_(j-1) x 2^(b_j) + q_j, exact in int64 (|A| < 2^53)
+                A = A * (1 << p["bits"][j]) + q
+        # scales S of each element, binary64; [BND-06]
+        if p["scale_mode"] == 0:
+            S = np.full((rows, cols), float(np.float32(p["scale"])))
+        else:
+            s = np.frombuffer(decode_stream(f, t, len(rec.streams) - 1, rec.streams[-1]), "<f4")
+            if not np.all(np.isfinite(s) & (s > 0)):
+                raise CorruptPayload(f"[BND-06] {rec.name!r}: a stored scale is not finite and > 0")
+            s = s.astype(np.float64)
+            if p["scale_mode"] == 1:
+                S = np.repeat(s.reshape(rows, 1), cols, axis=1)
+            else:
+                per_row = -(-cols // p["group_size"])
+                S = s.reshape(rows, per_row)[:, np.arange(cols) // p["group_size"]]
+        # 4. y = float64(A_a) x (S x 2^-c_a): ldexp is exact, then one multiplication; round
+        y = A.astype(np.float64) * np.ldexp(S, -sum(p["bits"][1:a]))
+        out = bnd_round(y.reshape(-1), rec.dtype)
+        if k == N and p["remainder"]:
+            out = BandsRecord.apply_remainder(f, t, rec, p, out)
+        elif k < N and p["digests"] and hashlib.sha256(out).digest() != p["sha"][k - 1]:
+            raise DigestMismatch(f"[BND-07] {rec.name!r}: SHA-256 of the {k}-band prefix disagrees")
+        return out if k == N else BndPrefix(out)
+
+    @staticmethod
+    def apply_remainder(f, t, rec, p, prefix: bytes) -> bytes:
+        """5. The remainder band: x = o^-1((o(c >> z) + d) mod 2^w') << z for each element, with
+        c its prefix-(N-1) pattern and d the zigzag-decoded remainder, listed in remainder order."""
+        name, M, E = BND_FLOATS[rec.dtype]
+        size = DTYPES[rec.dtype].itemsize
+        w = 8 * size
+        wp = w - p["z"]
+        mask = np.uint64((1 << wp) - 1) if wp < 64 else np.uint64(2**64 - 1)
+        c = np.frombuffer(prefix, f"<u{size}").astype(np.uint64)
+        stored = np.frombuffer(decode_stream(f, t, p["Q"], rec.streams[p["Q"]]),
+                               f"<u{size}").astype(np.uint64)
+        # remainder order: elements sorted by the exponent field of c, stable
+        key = (c >> np.uint64(M)) & np.uint64((1 << E) - 1)
+        r = np.empty_like(stored)
+        r[np.argsort(key, kind="stable")] = stored
+        if p["z"] and r.size and int(r.max()) >= 1 << wp:                       # [BND-09]
+            raise CorruptPayload(f"[BND-09] {rec.name!r}: a remainder does not fit {wp} bits")
+        d = (r >> np.uint64(1)) ^ ((r & np.uint64(1)) * mask)       # zigzag decode, mod 2^w'
+        zz = np.uint64(p["z"])
+        x = bnd_order_map((bnd_order_map(c >> zz, wp) + d) & mask, wp) << zz
+        return x.astype(f"<u{size}").tobytes()
+
+
+RECORD_KINDS[3] = BandsRecord
+
+
 def decode_tensor(f: WcodecFile, t: int) -> bytearray:
     rec = f.index.tensors[t]
     data = RECORD_KINDS[rec.record_kind].decode(f, t, rec)
     # §7.3 the decoded bytes are elements x itemsize little-endian bytes in row-major order.
     assert len(data) == rec.elements * DTYPES[rec.dtype].itemsize
-    if rec.sha256 is not None and hashlib.sha256(data).digest() != rec.sha256:   # [REC-09]
+    # a band prefix (--bands K < N) was checked against its own prefix_sha256 [BND-07]
+    if rec.sha256 is not None and not isinstance(data, BndPrefix) \
+            and hashlib.sha256(data).digest() != rec.sha256:                    # [REC-09]
         raise DigestMismatch(f"[REC-09] tensor {rec.name!r}: SHA-256 of the decoded bytes disagrees")
     return data
 
@@ -1079,8 +1267,11 @@ def safetensors_bytes(f: WcodecFile, tensors: list) -> list:
 
 
 def main(argv: list) -> int:
+    global BND_PREFIX
+    if len(argv) == 5 and argv[3] == "--bands" and argv[4].isdigit() and int(argv[4]) >= 1:
+        BND_PREFIX, argv = int(argv[4]), argv[:3]   # band records: only their first K bands
     if len(argv) != 3:
-        print("usage: python edu_decoder.py INPUT OUTPUT", file=sys.stderr)
+        print("usage: python edu_decoder.py INPUT OUTPUT [--bands K]", file=sys.stderr)
         return 2
     src, dst = argv[1], argv[2]
     try:

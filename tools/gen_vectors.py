@@ -1859,7 +1859,9 @@ def batch_quantized_1_0(s: Suite) -> None:
               "decoded bytes.")
 
 
-BATCHES = [batch_1_0, batch_quantized_1_0]
+from vectors_bands import batch_bands_1_0  # noqa: E402  (record kind 3, spec/records/bands.md)
+
+BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0]
 
 
 # ================================================================================================
@@ -1886,6 +1888,12 @@ def generate() -> tuple[list[Vector], dict]:
         if v.tensors is not None:
             e["tensors"] = [{"name": t.name, "dtype": t.dtype, "shape": t.shape,
                              "sha256": t.sha256} for t in v.tensors]
+            for t, d in zip(v.tensors, e["tensors"]):
+                # band records (batch bands-1.0): the SHA-256 of every prefix k = 1..N; the
+                # decoder contract decodes whole files, so these are checked by tests, not the
+                # harness (spec/records/bands.md, "Conformance")
+                if getattr(t, "prefix_sha256", None):
+                    d["prefix_sha256"] = list(t.prefix_sha256)
         entries.append(e)
     manifest = {
         "schema": SCHEMA,
