@@ -30,6 +30,9 @@ def inspect_report(r: Reader) -> dict:
             "error": dict({k: v for k, v in t.error.items() if not k.startswith("_")},
                           snr_db=_snr(t.error)) if t.error else None,
         })
+        if t.record_kind == 3:  # bands: each band's size and the stored error of each prefix
+            from .bandplan import band_report
+            tensors[-1]["bands"] = band_report(r, name)
         if t.record_kind == 4:  # predicted: where the reference comes from, down to its base
             from .records.predicted import describe_chain
             tensors[-1]["predicted"] = describe_chain(r, name)
@@ -42,7 +45,14 @@ def inspect_report(r: Reader) -> dict:
         "metadata": {k: (v if isinstance(v, (str, int, float, bool)) else v.hex())
                      for k, v in r.metadata().items()},
         "tensors": tensors,
+        **({"band_summary": _band_summary(tensors)} if any(t.get("bands") for t in tensors)
+           else {}),
     }
+
+
+def _band_summary(tensors):
+    from .bandplan import band_summary
+    return band_summary([t.get("bands") for t in tensors])
 
 
 def _human(n: int) -> str:
@@ -89,5 +99,8 @@ def render_inspect(rep: dict) -> None:
             console.print(f"{t['name']}: predicted ({how}); chain {chain}"
                           + (f"; {p['chain_error']}" if "chain_error" in p else ""),
                           markup=False, highlight=False)
+    if rep.get("band_summary"):
+        from .bandplan import render_bands
+        render_bands(console, rep)
     if rep["metadata"]:
         console.print("metadata: " + ", ".join(f"{k}={v!r}" for k, v in rep["metadata"].items()))
