@@ -4,14 +4,76 @@ it over the target, fsync the folder. A crash at any point leaves the target abs
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
+
+# A temporary file is named `.<target name>.wcodec-<host>-<pid>-<random>.tmp` in the target's
+# folder: hidden, never the target's own name, and recognizable. A writer killed (SIGKILL, power
+# loss) before its rename leaves one behind; the next AtomicFile for the same target removes those
+# that were made on this host by a process that no longer exists (cleanup_stale_temps).
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.wcodec-(?P<host>[A-Za-z0-9_-]*)-(?P<pid>\d+)-[^.]+\.tmp$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64]
+
+
+def temp_prefix(path: str | os.PathLike) -> str:
+    return f".{os.path.basename(os.fspath(path))}.wcodec-{_host()}-{os.getpid()}-"
+
+
+def stale_temp_files(path: str | os.PathLike, *, only_dead: bool = True) -> list[str]:
+    """Temporary files of writers of `path` (in its folder). only_dead: those made on this host by
+    a process that no longer runs (safe to delete); else every one, whoever made it."""
+    path = os.path.abspath(os.fspath(path))
+    folder, name = os.path.split(path)
+    out = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return out
+    host = _host()
+    for n in entries:
+        m = _TMP_RE.match(n)
+        if not m or m.group("name") != name:
+            continue
+        if only_dead and (m.group("host") != host or _alive(int(m.group("pid")))):
+            continue
+        out.append(os.path.join(folder, n))
+    return sorted(out)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def cleanup_stale_temps(path: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that dead writers of `path` left on this host; returns them."""
+    removed = []
+    for p in stale_temp_files(path):
+        try:
+            os.unlink(p)
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 class AtomicFile:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self.tmp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.",
+        cleanup_stale_temps(self.path)
+        fd, self.tmp_path = tempfile.mkstemp(dir=folder, prefix=temp_prefix(self.path),
                                              suffix=".tmp")
         self.file = os.fdopen(fd, "wb")
         self.done = False
