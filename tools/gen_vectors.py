@@ -1502,6 +1502,92 @@ def _acceptable_1_0(s: Suite) -> None:
 
 
 # ================================================================================================
+# batch container-1.0b: gaps of batch 1.0 against issue 3's list (container rules only)
+# ================================================================================================
+def batch_container_1_0b(s: Suite) -> None:
+    s.batch = "container-1.0b"
+
+    # -- HDR-01 before HDR-02: a short file with the wrong magic is BadMagic ----------------------
+    png = b"\x89PNG\r\n\x1a\n" + bytes(12)
+    s.invalid("x_HDR-01_short_bad_magic_20", png, "BadMagic", ["HDR-01", "HDR-02"], ["header"],
+              "A 20-byte file that starts with the PNG signature: the magic is checked before "
+              "the length (BadMagic, not Truncated).")
+    good = base().build()
+    s.invalid("x_HDR-01_short_bad_magic_63", set_at(good[:63], 0, b"\x88"), "BadMagic",
+              ["HDR-01", "HDR-02"], ["header"],
+              "The first 63 bytes of a valid file with magic byte 0 changed to 0x88.")
+
+    # -- truncation inside every structure of the INDEX payload (all CRCs and sizes recomputed) ---
+    f = base()
+    f.build()
+    parts = f.layout["index_parts"]
+    blocks_end = parts[0] + 24 * len(f.blocks)
+    meta0 = blocks_end
+    b_rec = rec_offset(f, 1)        # tensor `b`, int8 [5] through `bytes`: the last record
+    cuts = [
+        ("index_header", 10, "inside the IndexHeader (10 of 16 bytes)", ["IDX-03"]),
+        ("block_entry", parts[0] + 24 + 12, "inside the second BlockEntry", ["IDX-03", "IDX-04"]),
+        ("metadata_key", meta0 + 2 + 2, "inside the first metadata key",
+         ["IDX-03", "IDX-04"]),
+        ("tensor_name", b_rec + 2, "after the last record's name_length, before its name",
+         ["IDX-03"]),
+        ("sha256", b_rec + 15 + 16, "inside the last record's sha256", ["IDX-03"]),
+        ("params_length", b_rec + 47 + 2, "inside the last record's params_length", ["IDX-03"]),
+        ("stream_count", b_rec + 51, "before the last record's stream_count", ["IDX-03"]),
+        ("chunk_elements", b_rec + 62 + 4, "inside the last stream's chunk_elements",
+         ["IDX-03"]),
+        ("codec", b_rec + 71 + 1, "inside the last stream's CodecSpec", ["IDX-03"]),
+        ("chunk_count", b_rec + 75 + 2, "inside the last stream's chunk_count", ["IDX-03"]),
+    ]
+    assert f.record("b")["name"] == b"b" and sum(parts) == b_rec + 83
+    for name, at, what, rules in cuts:
+        g = base()
+        g.index_hook = lambda p, at=at: p[:at]
+        s.invalid(f"x_IDX-03_cut_{name}", g, "Truncated", [*rules, "LIM-01"],
+                  ["index", "truncation"],
+                  f"The INDEX payload ends {what}; every length and CRC agrees with the shorter "
+                  "payload.")
+    f = File(6)
+    f.add_plain("t", "float32", [8], rng=rng_for("x_IDX-03_cut_codec_config"))
+    f.build()
+    cfg = sum(f.layout["index_parts"]) - 4 - 4 - 1   # lanes' one config byte
+    assert f.records[0]["streams"][0]["codecs"][1]["config_length"] == 1
+    f.index_hook = lambda p: p[:cfg]
+    s.invalid("x_IDX-03_cut_codec_config", f, "Truncated", ["IDX-03", "LIM-01"],
+              ["index", "truncation", "codec:lanes"],
+              "The INDEX payload ends after the `lanes` codec's config_length (1), before its "
+              "config byte.")
+
+    # -- offsets out of range, overlapping the header, holes -----------------------------------
+    f = base()
+    f.chunk_block("b").entry["offset"] = (1 << 64) - 1
+    s.invalid("x_LAY-01_offset_past_end", f, "LayoutError", ["LAY-01", "LAY-04"], ["layout"],
+              "The last table entry's offset is 2^64 - 1, far past the end of the file.")
+    f = base()
+    f.chunk_block("w", 0).entry["offset"] = 0
+    s.invalid("x_LAY-01_offset_in_header", f, "LayoutError", ["LAY-01"], ["layout"],
+              "The first table entry's offset is 0: the block would overlap the file header.")
+    f = base()
+    f.blocks[0].gap_before = bytes(64)
+    s.invalid("x_LAY-01_hole_after_header", f, "LayoutError", ["LAY-01"], ["layout"],
+              "64 zero bytes between the header's padding and the first block (the table has "
+              "the true offsets).")
+    f = base()
+    data = f.build()
+    first = f.layout["blocks"][0]["offset"]
+    s.invalid("x_IDX-01_footer_points_at_chunk",
+              reseal_footer_fields(data, index_offset=first,
+                                   index_block_size=len(data) - 32 - first),
+              "LayoutError", ["IDX-01", "FTR-03"], ["footer", "index"],
+              "The footer locates the INDEX block at the first CHUNK block (index_offset + "
+              "index_block_size = file_size - 32, A divides it).")
+    f = base()
+    f.index_block["stream_id"] = 0
+    s.invalid("x_IDX-01_stream_id", f, "LayoutError", ["IDX-01"], ["index"],
+              "The INDEX block has stream_id 0 instead of 0xFFFFFFFF (its CRC recomputed).")
+
+
+# ================================================================================================
 # batch quantized-1.0: record kind 2 `quantized` (spec/records/quantized.md)
 # ================================================================================================
 # The expected bytes are computed here from the spec with exact rational arithmetic (Fraction), not
@@ -1861,7 +1947,7 @@ def batch_quantized_1_0(s: Suite) -> None:
 
 from vectors_bands import batch_bands_1_0  # noqa: E402  (record kind 3, spec/records/bands.md)
 
-BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0]
+BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b]
 
 
 # ================================================================================================
