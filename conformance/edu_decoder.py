@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Educational decoder for the wcodec weight-container format, version 1.
 
-Written from spec/ alone (README.md, container.md, records/plain.md, codecs/*.md), without the
-reference implementation, to show that the spec is enough to decode the format. It follows the spec
-in order: conventions (§1), file header (§3), blocks (§4), footer and layout (§5), index (§6),
-types and record kinds (§7), chunks and the codec chain (§8), then the codecs. Field names are the
+Written from spec/ alone (README.md, container.md, quantization.md, records/*.md, codecs/*.md),
+without the reference implementation, to show that the spec is enough to decode the format. It
+follows the spec in order: conventions (§1), file header (§3), blocks (§4), footer and layout (§5),
+index (§6, with the tables of §7.1 and §9 it needs), chunks and the codec chain (§8), the codecs,
+then the record kinds (§7.2), one section per spec page. Field names are the
 spec's; every rule that binds decoders is cited by its id, e.g. [HDR-01].
 
     python conformance/edu_decoder.py INPUT.wcodec OUTPUT.safetensors
@@ -168,7 +169,7 @@ def read_file_header(buf) -> FileHeader:
     alignment_log2 = r.u8()
     reserved = r.bytes(7)
     header_crc32c = r.u32()
-    # Checks in the order of §3: HDR-02, HDR-01 (done), HDR-03, HDR-04, HDR-05, HDR-07, RSV-01.
+    # Checks in the order of §3: HDR-01, HDR-02 (both done), HDR-03, HDR-04, HDR-05, HDR-07, RSV-01.
     if header_crc32c != CRC32C(buf[0:28]):                                       # [HDR-03]
         raise ChecksumMismatch("[HDR-03] file header CRC32C mismatch")
     if version_major != 1:                                                       # [HDR-04]
@@ -795,7 +796,7 @@ def planes_decode(data, k: int, stream_dtype: int, what: str) -> bytes:
 # | 1 zstd | exactly one Zstandard frame (RFC 8878) | the frame's content, D bytes |
 # | 2 fill | 1 byte b | D copies of b |
 RAW, ZSTD, FILL = 0, 1, 2
-ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"   # 0xFD2FB528 little-endian; skippable frames use 0x184D2A5?
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"   # 0xFD2FB528 little-endian (skippable: 0x184D2A50..5F)
 
 
 def lanes_decode(data, L: int, lane_count: int, what: str) -> bytes:
@@ -853,10 +854,9 @@ def zstd_lane(frame, D: int, what: str) -> bytes:
 
 
 # ================================================================ §7.2 record kinds
-# | value | name | status in 1.0 |
-# | 1 | plain | defined |   | 2 | quantized | reserved |   | 3 | bands | reserved |
-# | 4 | predicted | reserved |   | 5 | factors | reserved |
-RESERVED_KINDS = {2: "quantized", 3: "bands", 4: "predicted", 5: "factors"}
+# | value | name |: 1 plain, 2 quantized, 3 bands, 4 predicted, 5 factors. Each kind this decoder
+# implements has a section below and an entry in RECORD_KINDS; any other is rejected [REC-03].
+RESERVED_KINDS = {2: "quantized", 3: "bands", 4: "predicted", 5: "factors"}   # names for messages
 
 
 class PlainRecord:
@@ -1235,7 +1235,9 @@ def decode_all(buf):
     """Open the file and decode every tensor, in index order. Returns (file, [tensor bytes])."""
     f = open_wcodec(buf)
     tensors = [decode_tensor(f, t) for t in range(len(f.index.tensors))]
-    # [BLK-03] optional blocks are never read, but the padding after them is still checked [LAY-03].
+    # [BLK-03] optional blocks are never read. [LAY-03] requires checking only the padding after
+    # blocks a decoder reads; the whole file is in memory, so we check the rest too (allowed: every
+    # padding byte must be zero), and reject a_LAY-03_optional_block_padding, which may be rejected.
     for k, b in enumerate(f.index.blocks):
         if b.block_type != CHUNK:
             end = b.offset + BLOCK_OVERHEAD + b.payload_length
