@@ -1,7 +1,12 @@
 """Codec `lanes` (id 256, bytes->bytes): spec/codecs/lanes.md.
 
-Each lane (one byte plane when placed after `planes`) is coded alone with the smallest of raw, zstd
-and fill. Decoding checks every declared length before allocating (LAN-03, LAN-05, LAN-06).
+Each lane (one byte plane when placed after `planes`) is coded alone with the smallest of raw, zstd,
+fill and rans (spec/codecs/rans.md), by actual size. Decoding checks every declared length before
+allocating (LAN-03, LAN-05, LAN-06).
+
+zstd is the fallback for lanes with repeats that an order-0 coder cannot see; it is tried in full
+when the lane is short or when a 4 KiB sample of the lane compresses clearly below the order-0 cost
+(most weight lanes have no repeats, and running zstd on them would halve the encoder's speed).
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import numpy as np
 import zstandard
 
 from ..errors import CorruptPayload, MalformedRecord, UnsupportedFeature
+from . import rans
 from .base import BytesToBytesCodec
 
 METHOD_RAW = 0
 METHOD_ZSTD = 1
 METHOD_FILL = 2
-METHOD_NAMES = {METHOD_RAW: "raw", METHOD_ZSTD: "zstd", METHOD_FILL: "fill"}
+METHOD_RANS = rans.METHOD_RANS
+METHOD_NAMES = {METHOD_RAW: "raw", METHOD_ZSTD: "zstd", METHOD_FILL: "fill", METHOD_RANS: "rans"}
+ZSTD_SAMPLE = 4096
+# rans is tried from this lane length on: below it a lane is a small tensor's (a bias, a norm
+# scale), where the table and the per-call cost outweigh the few bytes rans could save over zstd
+RANS_MIN_LANE = 4096
 
 _LANE_HEADER = struct.Struct("<BI")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -98,19 +109,38 @@ class LanesCodec(BytesToBytesCodec):
         d = buf.size // self.lane_count
         headers, bodies = [], []
         for j in range(self.lane_count):
-            lane = buf[j * d:(j + 1) * d]
-            if d > 0 and (lane == lane[0]).all():
-                method, body = METHOD_FILL, lane[:1].tobytes()
-            else:
-                body = lane.tobytes()
-                method = METHOD_RAW
-                if d > 64:
-                    z = _compressor(self.level).compress(body)
-                    if len(z) < d:
-                        method, body = METHOD_ZSTD, z
+            method, body = self.encode_lane(buf[j * d:(j + 1) * d])
             headers.append(_LANE_HEADER.pack(method, len(body)))
             bodies.append(body)
         return b"".join(headers) + b"".join(bodies)
+
+    def encode_lane(self, lane: np.ndarray) -> tuple[int, bytes]:
+        """(method, data): the fewest bytes among raw, fill, rans and zstd (see module doc)."""
+        d = lane.size
+        if d == 0:
+            return METHOD_RAW, b""
+        counts = rans.kernels().histogram(lane)
+        if counts[lane[0]] == d:
+            return METHOD_FILL, lane[:1].tobytes()
+        best = (METHOD_RAW, None, d)  # the body is built only for the winner
+        r, est = rans.estimate(counts) if d >= RANS_MIN_LANE else (-1, d)
+        if d >= RANS_MIN_LANE and r > 0 and est < d:
+            body = rans.encode(lane, counts, r)
+            if len(body) < d:
+                best = (METHOD_RANS, body, len(body))
+        if d > 64 and self._zstd_may_win(lane, best[2]):
+            z = _compressor(self.level).compress(lane)
+            if len(z) < best[2]:
+                best = (METHOD_ZSTD, z, len(z))
+        method, body, _ = best
+        return method, lane.tobytes() if body is None else body
+
+    def _zstd_may_win(self, lane: np.ndarray, cost: int) -> bool:
+        d = lane.size
+        if d <= 4 * ZSTD_SAMPLE:
+            return True
+        sample = len(_compressor(self.level).compress(lane[:ZSTD_SAMPLE]))
+        return sample < 0.9 * cost * ZSTD_SAMPLE / d
 
     def decode(self, data, expected_length):
         data = memoryview(data)
@@ -125,7 +155,7 @@ class LanesCodec(BytesToBytesCodec):
         lanes = [_LANE_HEADER.unpack_from(data, j * _LANE_HEADER.size) for j in range(n)]
         if head + sum(length for _, length in lanes) != len(data):
             raise CorruptPayload("lane lengths do not add up to the payload", rule="LAN-03")
-        out = bytearray(expected_length)
+        out = np.empty(expected_length, np.uint8)  # every lane below writes all of its D bytes
         pos = head
         for j, (method, length) in enumerate(lanes):
             body = data[pos:pos + length]
@@ -134,14 +164,16 @@ class LanesCodec(BytesToBytesCodec):
                 if length != d:
                     raise CorruptPayload(f"raw lane {j} holds {length} bytes, expected {d}",
                                          rule="LAN-05")
-                out[j * d:(j + 1) * d] = body
+                out[j * d:(j + 1) * d] = np.frombuffer(body, np.uint8)
             elif method == METHOD_FILL:
                 if length != 1:
                     raise CorruptPayload(f"fill lane {j} holds {length} bytes, expected 1",
                                          rule="LAN-05")
-                out[j * d:(j + 1) * d] = bytes(body) * d
+                out[j * d:(j + 1) * d] = body[0]
             elif method == METHOD_ZSTD:
-                out[j * d:(j + 1) * d] = zstd_decode_exact(body, d)
+                out[j * d:(j + 1) * d] = np.frombuffer(zstd_decode_exact(body, d), np.uint8)
+            elif method == METHOD_RANS:
+                rans.decode_into(body, out[j * d:(j + 1) * d])
             else:
                 raise UnsupportedFeature(f"unknown lane method {method}", rule="LAN-04")
         return out

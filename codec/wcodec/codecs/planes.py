@@ -34,6 +34,14 @@ def from_words(t: np.ndarray, dtype: DType) -> np.ndarray:
     return t
 
 
+_NATIVE_MIN = 4096  # below this the numpy path is as fast as a call into the native loop
+
+
+def _kernels():
+    from .rans import kernels
+    return kernels()
+
+
 class PlanesCodec(ArrayToBytesCodec):
     codec_id = 2
     name = "planes"
@@ -49,6 +57,10 @@ class PlanesCodec(ArrayToBytesCodec):
 
     def encode(self, elements, dtype):
         k, size = elements.shape[0], dtype.itemsize
+        if size in (2, 4) and k >= _NATIVE_MIN:
+            out = np.empty(k * size, np.uint8)
+            _kernels().planes_encode(elements, size, dtype.is_float, out)
+            return out
         t = to_words(elements, dtype)
         if size == 1:
             return t.view(np.uint8)
@@ -62,6 +74,9 @@ class PlanesCodec(ArrayToBytesCodec):
                                  rule="PLN2-01")
         k = out.nbytes // size
         planes = np.frombuffer(data, dtype=np.uint8)
+        if size in (2, 4) and k >= _NATIVE_MIN:
+            _kernels().planes_decode(planes, size, dtype.is_float, out.view(dtype.uint))
+            return
         if size == 1:
             out[:] = planes
             return
