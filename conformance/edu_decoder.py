@@ -795,7 +795,8 @@ def planes_decode(data, k: int, stream_dtype: int, what: str) -> bytes:
 # | 0 raw  | D bytes | the data itself |
 # | 1 zstd | exactly one Zstandard frame (RFC 8878) | the frame's content, D bytes |
 # | 2 fill | 1 byte b | D copies of b |
-RAW, ZSTD, FILL = 0, 1, 2
+# | 4 rans | a static order-0 rANS stream (codecs/rans.md) | D bytes |   (3 is never assigned)
+RAW, ZSTD, FILL, RANS = 0, 1, 2, 4
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"   # 0xFD2FB528 little-endian (skippable: 0x184D2A50..5F)
 
 
@@ -823,6 +824,8 @@ def lanes_decode(data, L: int, lane_count: int, what: str) -> bytes:
             if coded_length != 1:                                                # [LAN-05]
                 raise CorruptPayload(f"[LAN-05] {what} lane {i}: fill coded_length {coded_length} != 1")
             lanes.append(bytes(lane) * D)
+        elif method == RANS:                                                     # codecs/rans.md
+            lanes.append(rans_lane(lane, D, f"{what} lane {i}"))
         else:                                                                    # [LAN-04]
             raise UnsupportedFeature(f"[LAN-04] {what} lane {i}: lane method {method} is not implemented")
     return b"".join(lanes)      # lane 0, lane 1, ... concatenated: L bytes
@@ -851,6 +854,68 @@ def zstd_lane(frame, D: int, what: str) -> bytes:
     if len(out) != D:
         raise CorruptPayload(f"[LAN-06] {what}: frame holds {len(out)} bytes, expected D = {D}")
     return out
+
+
+# ================================================================ codecs/rans.md: lane method 4 `rans`
+# | offset | size | field         | type |
+# | 0      | 1    | scale_log2    | u8   | R, 1 to 15; frequencies sum to M = 2^R
+# | 1      | 1    | state_count   | u8   | N, 1 to 32
+# | 2      | 1    | first_symbol  | u8   | a
+# | 3      | 1    | last_symbol   | u8   | b >= a
+# | 4      | 1    | freq_bits     | u8   | w, 1 to 16
+# | 5      | 2    | freq_base     | u16  |
+# | 7      | T    | freq_table    | T = ceil((b - a + 1) * w / 8), values packed LSB first
+# | 7 + T  | 4N   | states        | u32[N]
+# | ...    | 2W   | words         | u16[W], the rest of the lane data
+RANS_L = 1 << 16
+
+
+def rans_lane(data, D: int, what: str) -> bytes:
+    r = Reader(data, 0, len(data), f"rans {what}", error=CorruptPayload, rule="RNS-01")
+    R, N, a, b, w = (r.u8(n) for n in ("scale_log2", "state_count", "first_symbol",
+                                        "last_symbol", "freq_bits"))
+    freq_base = r.u16("freq_base")
+    if not (1 <= R <= 15 and 1 <= N <= 32 and a <= b and 1 <= w <= 16):           # [RNS-01]
+        raise CorruptPayload(f"[RNS-01] {what}: header out of range (R={R} N={N} a={a} b={b} w={w})")
+    nbits = (b - a + 1) * w
+    T = (nbits + 7) // 8
+    if r.remaining() < T + 4 * N or (r.remaining() - T - 4 * N) % 2:              # [RNS-03]
+        raise CorruptPayload(f"[RNS-03] {what}: no room for table and states, or odd word bytes")
+    table = int.from_bytes(r.bytes(T), "little")       # bit k of the table = bit k of this integer
+    if table >> nbits:                                                           # [RNS-02]
+        raise CorruptPayload(f"[RNS-02] {what}: table padding bits are not zero")
+    f = [0] * 256
+    for s in range(a, b + 1):
+        f[s] = freq_base + ((table >> ((s - a) * w)) & ((1 << w) - 1))
+    M = 1 << R
+    if sum(f) != M:                                                              # [RNS-02]
+        raise CorruptPayload(f"[RNS-02] {what}: frequencies sum to {sum(f)}, not 2^{R}")
+    C = [0] * 256                                      # C_s = f_0 + ... + f_{s-1}
+    for s in range(1, 256):
+        C[s] = C[s - 1] + f[s - 1]
+    symbol_of_slot = [s for s in range(256) for _ in range(f[s])]   # slot -> s with C_s <= slot < C_s + f_s
+    x = [r.u32("state") for _ in range(N)]
+    if any(xj < RANS_L for xj in x):                                             # [RNS-04]
+        raise CorruptPayload(f"[RNS-04] {what}: an initial state is below 2^16")
+    W = r.remaining() // 2
+    words = [r.u16("word") for _ in range(W)]
+    out = bytearray(D)
+    p = 0
+    for i in range(D):
+        j = i % N
+        slot = x[j] & (M - 1)
+        s = symbol_of_slot[slot]
+        out[i] = s
+        x[j] = f[s] * (x[j] >> R) + slot - C[s]
+        if x[j] < RANS_L:
+            if p == W:                                                           # [RNS-05]
+                raise CorruptPayload(f"[RNS-05] {what}: stream ends after {i + 1} of {D} bytes")
+            x[j] = (x[j] << 16) | words[p]
+            p += 1
+    if p != W or any(xj != RANS_L for xj in x):                                  # [RNS-06]
+        raise CorruptPayload(f"[RNS-06] {what}: stream does not end in the initial state "
+                             f"({W - p} words unread, states {x})")
+    return bytes(out)
 
 
 # ================================================================ §7.2 record kinds

@@ -1947,7 +1947,9 @@ def batch_quantized_1_0(s: Suite) -> None:
 
 from vectors_bands import batch_bands_1_0  # noqa: E402  (record kind 3, spec/records/bands.md)
 
-BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b]
+from vectors_rans import batch_rans_1_0  # noqa: E402  (lane method rans, spec/codecs/rans.md)
+
+BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b, batch_rans_1_0]
 
 
 # ================================================================================================
