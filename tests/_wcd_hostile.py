@@ -818,3 +818,149 @@ def conformance_seeds(root) -> list[str]:
             if f.endswith((".wcd", ".wcodec")):
                 out.append(os.path.join(dirpath, f))
     return sorted(out)
+
+
+# -- bombs: small files that declare (or expand to) far more than they hold ---------------------
+def _field_set(data: bytes, name: str, value: int) -> bytearray:
+    io_, payload = index_payload(data)
+    f = next(f for f in index_fields(payload) if f.name == name)
+    d = bytearray(data)
+    d[io_ + 24 + f.offset:io_ + 24 + f.offset + f.size] = value.to_bytes(f.size, "little")
+    return d
+
+
+def fill_bomb(path, elements: int, dtype: str = "float64") -> str:
+    """One tensor of `elements` zeros in ONE chunk whose lanes are all `fill` (a few dozen bytes
+    of payload): a file of ~1 KB that honestly decodes to elements × itemsize bytes. No digest,
+    so the forged size needs no matching SHA-256. `elements` ≤ 2^26 (one chunk)."""
+    import numpy as np
+    from wcodec import dtypes as D
+    from wcodec.writer import EncodeOptions, Writer
+    small = os.fspath(path) + ".small"
+    with Writer(small, options=EncodeOptions(threads=1, sha256=False,
+                                             chunk_elements=1 << 26)) as w:
+        w.add("zeros", D.by_name(dtype), (1024,), np.zeros(1024, D.by_name(dtype).uint))
+    data = open(small, "rb").read()
+    os.unlink(small)
+    d = _field_set(data, "tensor[0].shape[0]", elements)
+    d = _field_set(bytes(d), "tensor[0].stream[0].stream_shape[0]", elements)
+    with open(path, "wb") as f:
+        f.write(bytes(reseal(d, blocks=False)))
+    return os.fspath(path)
+
+
+def zstd_window_bomb(path, window_log: int = 27) -> str:
+    """A float32 tensor [2^18] whose exponent lane is a zstd frame with no content size and a
+    declared window of 2^window_log bytes (a decoder must not allocate the window)."""
+    import numpy as np
+    import zstandard
+    from wcodec import dtypes as D
+    from wcodec.writer import EncodeOptions, Writer
+    n = 1 << 18
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    with Writer(path, options=EncodeOptions(threads=1, sha256=False, chunk_elements=n)) as w:
+        w.add("w", D.by_name("float32"), (n,), x)
+    data = open(path, "rb").read()
+    p = split(data)
+    blk = p.blocks[0]
+    lanes = [struct.unpack_from("<BI", blk.payload, 5 * j) for j in range(4)]
+    pos, bodies = 20, []
+    for m, ln in lanes:
+        bodies.append(blk.payload[pos:pos + ln])
+        pos += ln
+    from wcodec.codecs.planes import PlanesCodec
+    lane0 = bytes(memoryview(PlanesCodec().encode(x.view(np.uint32), D.by_name("float32")))
+                  .cast("B")[:n])
+    params = zstandard.ZstdCompressionParameters(window_log=window_log, compression_level=3,
+                                                 write_content_size=False)
+    co = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    frame = co.compress(lane0) + co.flush()
+    lanes[0] = (1, len(frame))
+    bodies[0] = frame
+    blk.payload = b"".join(struct.pack("<BI", m, ln) for m, ln in lanes) + b"".join(bodies)
+    with open(path, "wb") as f:
+        f.write(join(p))
+    return os.fspath(path)
+
+
+def many_records(path, n: int) -> str:
+    """An index of n minimal (empty) tensor records: the cost of parsing records is per record,
+    not per byte of payload (about 80 bytes each here)."""
+    def rec(i):
+        name = f"{i:x}".encode()
+        r = struct.pack("<H", len(name)) + name + bytes([2, 1, 0, 1]) + struct.pack("<Q", 0)
+        r += struct.pack("<I", 0) + bytes([1])
+        r += bytes([2, 1]) + struct.pack("<QQ", 0, 1 << 16) + bytes([1])
+        return r + struct.pack("<HH", 1, 0) + struct.pack("<I", 0)
+    p = Parts(alignment_log2=0, tensor_count=n, tail=b"".join(rec(i) for i in range(n)))
+    with open(path, "wb") as f:
+        f.write(join(p))
+    return os.fspath(path)
+
+
+def block_count_bomb(path, n: int) -> str:
+    """An INDEX listing n block entries (24 bytes each) in a file holding no block at all."""
+    p = Parts(alignment_log2=0)
+    head = header_bytes(p)
+    payload = IH.pack(0, n, 0, 0) + BE.pack(32, 0, CHUNK, 0, 0) * n
+    d = head + block_bytes(Block(INDEX, payload=payload)) + footer_bytes(len(head),
+                                                                          28 + len(payload))
+    with open(path, "wb") as f:
+        f.write(d)
+    return os.fspath(path)
+
+
+MEASURE_CHILD = r"""
+import json, resource, sys, hashlib
+from wcodec.errors import FormatError
+from wcodec.limits import Limits
+from wcodec.reader import Reader
+from wcodec.salvage import SalvageReader, examine
+path, limits, salvage = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "1"
+import numpy, zstandard, crc32c  # noqa: imports before the baseline
+def status_kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current level: import peaks do not count
+base = status_kb("VmRSS:")
+out = {"outcome": "ok", "error": None, "tensors": 0}
+try:
+    with Reader(path, limits=Limits(**limits), threads=1) as r:
+        for n in r.keys():
+            try:
+                r.read_bytes(n)
+                out["tensors"] += 1
+            except FormatError as e:
+                out["outcome"], out["error"] = "partial", e.error_class
+        r.verify()
+except FormatError as e:
+    out["outcome"], out["error"] = "rejected", e.error_class
+if salvage:
+    with SalvageReader(path, limits=Limits(**limits), threads=1) as s:
+        examine(s)
+out["peak_kb"] = max(0, status_kb("VmHWM:") - base)
+print(json.dumps(out))
+"""
+
+
+def measure_peak(path, limits: dict | None = None, salvage: bool = True,
+                 timeout: float = 120) -> dict:
+    """Open, read every tensor, verify() (and salvage) `path` in a fresh subprocess; returns
+    {"outcome", "error", "tensors", "peak_kb", "cpu_s"}: peak_kb is the child's peak resident
+    memory (VmHWM, reset after imports) above its level after imports, native allocations
+    included (Linux)."""
+    import json
+    import resource
+    import subprocess
+    import sys
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = subprocess.run([sys.executable, "-c", MEASURE_CHILD, os.fspath(path),
+                          json.dumps(limits or {}), "1" if salvage else "0"],
+                         capture_output=True, text=True, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if res.returncode != 0:
+        raise PropertyViolation(f"{path}: child failed ({res.returncode}): {res.stderr[-2000:]}")
+    out = json.loads(res.stdout)
+    out["cpu_s"] = round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 2)
+    return out

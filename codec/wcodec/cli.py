@@ -30,15 +30,22 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     pass
 
 
-def _limits(max_tensor_bytes: Optional[int], max_index_bytes: Optional[int]) -> Limits:
+def _limits(max_tensor_bytes: Optional[int], max_index_bytes: Optional[int],
+            more: Optional[List[str]] = None) -> Limits:
     kw = {}
     if max_tensor_bytes is not None:
         kw["max_tensor_bytes"] = max_tensor_bytes
     if max_index_bytes is not None:
         kw["max_index_bytes"] = max_index_bytes
+    for item in more or []:  # --limit NAME=VALUE: any field of wcodec.Limits (spec §10)
+        key, _, value = item.partition("=")
+        try:
+            kw["max_" + key.strip().replace("-", "_").removeprefix("max_")] = int(value, 0)
+        except ValueError:
+            fail(f"--limit {item!r}: expected NAME=INTEGER", EXIT_USAGE)
     try:
-        return Limits(**kw)
-    except ValueError as e:
+        return Limits.coerce(kw)
+    except (ValueError, TypeError) as e:
         fail(str(e), EXIT_USAGE)
 
 
@@ -148,13 +155,17 @@ def decode(
     """Decode a wcodec file (or folder) to safetensors, bit for bit."""
     if salvage:
         from .cli_salvage import decode_salvage
-        return decode_salvage(input, output, tensor, _limits(max_tensor_bytes, max_index_bytes),
+        return decode_salvage(input, output, tensor, _limits(max_tensor_bytes, max_index_bytes,
+                                                             limit),
                               threads, force, quiet, json_out, _check_target)
     from . import formats
     with errors_to_exit():
-        reader_kw = dict(limits=_limits(max_tensor_bytes, max_index_bytes),
+        reader_kw = dict(limits=_limits(max_tensor_bytes, max_index_bytes, limit),
                          verify_sha256=not no_verify_sha256, threads=threads)
         if not input.exists():
+    limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
+                                              "spec §10 as NAME=N (repeatable): tensors, blocks, "
+                                              "metadata-entries, metadata-value-bytes."),
             fail(f"no such file or folder: {input}", EXIT_IO)
         if input.is_dir():
             name = input.name[:-len(".wcodec")] if input.name.endswith(".wcodec") else \
@@ -220,7 +231,7 @@ def verify(
     from .salvage import verify_report
     with errors_to_exit():
         problems, n_tensors, n_blocks, index_state = verify_report(
-            input, limits=_limits(max_tensor_bytes, max_index_bytes))
+            input, limits=_limits(max_tensor_bytes, max_index_bytes, limit))
         report = {"schema": "wcodec.verify/1", "file": str(input), "ok": not problems,
                   "tensors": n_tensors, "blocks": n_blocks, "index": index_state,
                   "problems": problems}
@@ -231,6 +242,9 @@ def verify(
                 for p in problems:
                     where = ", ".join(f"{k} {p[k]!r}" if k == "tensor" else f"{k} {p[k]}"
                                       for k in ("block", "offset", "tensor")
+    limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
+                                              "spec §10 as NAME=N (repeatable): tensors, blocks, "
+                                              "metadata-entries, metadata-value-bytes."),
                                       if p.get(k) is not None)
                     typer.echo(f"BAD  {p['error']}: {p['message']}" + (f" [{where}]" if where
                                                                         else ""))

@@ -37,4 +37,21 @@ class Limits:
                 raise ValueError(f"{f.name}={v!r} must be an int in 0..{ceilings[f.name]}")
 
 
+    @classmethod
+    def coerce(cls, limits) -> "Limits":
+        """A Limits from None (the defaults), a Limits, or a dict of field -> value (the API's
+        `limits=` keyword of Reader, safe_open and load_file takes any of these)."""
+        if limits is None:
+            return DEFAULT_LIMITS
+        if isinstance(limits, cls):
+            return limits
+        if isinstance(limits, dict):
+            unknown = set(limits) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"unknown limits {sorted(unknown)}; known: "
+                                 f"{[f.name for f in fields(cls)]}")
+            return cls(**limits)
+        raise TypeError(f"limits must be a wcodec.Limits or a dict, not {type(limits).__name__}")
+
+
 DEFAULT_LIMITS = Limits()

@@ -120,7 +120,7 @@ class Reader:
     def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_sha256: bool = True,
                  threads: int | None = None):
         self.path = os.fspath(path)
-        self.limits = limits
+        self.limits = Limits.coerce(limits)
         self.verify_sha256 = verify_sha256
         self._threads = threads or default_threads()
         self._pool: ThreadPoolExecutor | None = None
@@ -225,6 +225,11 @@ class Reader:
                 + ih.metadata_count * _MIN_METADATA_ENTRY + ih.tensor_count * _MIN_TENSOR_RECORD)
         if need > len(payload):
             raise Truncated("INDEX counts need more bytes than the payload holds", rule="IDX-04")
+        # every listed block takes at least 28 bytes before the index (LAY-01, LAY-04): checked
+        # before the table is materialized, so a forged count cannot cost memory the file lacks
+        if ih.block_count * L.BLOCK_OVERHEAD > self.index_offset - L.HEADER_SIZE:
+            raise LayoutError(f"{ih.block_count} blocks cannot fit before the index",
+                              rule="LAY-04")
         try:
             pos = L.INDEX_HEADER_SIZE
             self.blocks = [_BLOCK_ENTRY_C.parse(payload[pos + i * 24:pos + i * 24 + 24])

@@ -199,7 +199,8 @@ class SalvageReader(Reader):
         except construct.ConstructError:
             return []
         nb = min(ih.block_count, lim.max_blocks,
-                 (len(payload) - L.INDEX_HEADER_SIZE) // L.BLOCK_ENTRY_SIZE)
+                 (len(payload) - L.INDEX_HEADER_SIZE) // L.BLOCK_ENTRY_SIZE,
+                 max(0, self.index_offset - L.HEADER_SIZE) // L.BLOCK_OVERHEAD)
         pos = L.INDEX_HEADER_SIZE
         self.blocks = [_BLOCK_ENTRY_C.parse(payload[pos + i * 24:pos + i * 24 + 24])
                        for i in range(nb)]
@@ -298,6 +299,13 @@ def examine(r: SalvageReader, names=None) -> SalvageReport:
             continue
         rep.recovered.append(name)
     rep.lost = list(lost.values()) + unnamed
+    seen, unique = set(), []
+    for p in rep.problems:  # the strict open and the salvage pass may meet the same error
+        key = (p.get("block"), p.get("tensor"), p.get("offset"), p["error"], p["message"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    rep.problems = unique
     return rep
 
 
