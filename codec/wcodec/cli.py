@@ -141,6 +141,9 @@ def decode(
                                           help="Skip the SHA-256 check of decoded tensors."),
     max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
     max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
+    limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
+                                              "spec §10 as NAME=N (repeatable): tensors, blocks, "
+                                              "metadata-entries, metadata-value-bytes."),
     threads: Optional[int] = typer.Option(None, help="Worker threads (default: all cores)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
@@ -163,9 +166,6 @@ def decode(
         reader_kw = dict(limits=_limits(max_tensor_bytes, max_index_bytes, limit),
                          verify_sha256=not no_verify_sha256, threads=threads)
         if not input.exists():
-    limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
-                                              "spec §10 as NAME=N (repeatable): tensors, blocks, "
-                                              "metadata-entries, metadata-value-bytes."),
             fail(f"no such file or folder: {input}", EXIT_IO)
         if input.is_dir():
             name = input.name[:-len(".wcodec")] if input.name.endswith(".wcodec") else \
@@ -221,6 +221,9 @@ def verify(
                                                         "wcodec.verify/1)."),
     max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
     max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
+    limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
+                                              "spec §10 as NAME=N (repeatable): tensors, blocks, "
+                                              "metadata-entries, metadata-value-bytes."),
 ):
     """Check structure, every CRC32C and every SHA-256; name each damaged block and tensor.
 
@@ -242,9 +245,6 @@ def verify(
                 for p in problems:
                     where = ", ".join(f"{k} {p[k]!r}" if k == "tensor" else f"{k} {p[k]}"
                                       for k in ("block", "offset", "tensor")
-    limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
-                                              "spec §10 as NAME=N (repeatable): tensors, blocks, "
-                                              "metadata-entries, metadata-value-bytes."),
                                       if p.get(k) is not None)
                     typer.echo(f"BAD  {p['error']}: {p['message']}" + (f" [{where}]" if where
                                                                         else ""))
