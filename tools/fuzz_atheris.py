@@ -79,6 +79,13 @@ def extra_seeds(folder: str) -> list[str]:
         out.append(p)
     except Exception as e:
         print(f"fuzz_atheris: no predicted seed ({type(e).__name__}: {e})", file=sys.stderr)
+    for name, make in (("bomb_fill.wcd", lambda p: H.fill_bomb(p, 1 << 16)),
+                       ("bomb_zwin.wcd", lambda p: H.zstd_window_bomb(p, 20)),
+                       ("bomb_records.wcd", lambda p: H.many_records(p, 50))):
+        try:
+            out.append(make(os.path.join(folder, name)))
+        except Exception as e:
+            print(f"fuzz_atheris: no {name} seed ({type(e).__name__}: {e})", file=sys.stderr)
     return out
 
 
