@@ -1950,6 +1950,8 @@ from vectors_bands import batch_bands_1_0  # noqa: E402  (record kind 3, spec/re
 from vectors_rans import batch_rans_1_0  # noqa: E402  (lane method rans, spec/codecs/rans.md)
 
 BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b, batch_rans_1_0]
+from vectors_hardening import batch_hardening_1_0  # noqa: E402  (issue 8: declared, unbacked sizes)
+BATCHES.append(batch_hardening_1_0)
 
 
 # ================================================================================================
