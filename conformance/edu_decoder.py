@@ -1098,6 +1098,315 @@ class QuantizedRecord:
 RECORD_KINDS[2] = QuantizedRecord
 
 
+# ================================================================ record kind 5 `factors` (records/factors.md)
+# The tensor is the product of factors (low-rank U.V, Tucker core x factors, tensor-train cores),
+# each factor its own stream (float values, or zigzag levels + scales of quantization.md), then an
+# optional residual: 1 exact (the bit-domain remainder of bands.md), 2 quantized (added in binary64).
+# Arithmetic: binary64, one rounding per multiply and per add, sums over the rank index in
+# increasing order starting from the a = 0 term ("ordered sum"), no FMA. Below, every sum is built
+# with separate numpy multiply and add calls on whole arrays, one rank index at a time.
+FAC_LOW_RANK, FAC_TUCKER, FAC_TT = 1, 2, 3
+FAC_FLOAT_DTYPES = {1: "float64", 2: "float32", 3: "float16", 4: "bfloat16"}
+FAC_LEVEL_DTYPES = {11: np.uint8, 12: np.uint16, 13: np.uint32}     # uint8, uint16, uint32
+# (exponent bits E, mantissa bits M, largest finite) of quantization.md §4.2
+FAC_FORMATS = {"float64": (11, 52, None), "float32": (8, 23, float.fromhex("0x1.fffffep127")),
+               "float16": (5, 10, 65504.0), "bfloat16": (8, 7, float.fromhex("0x1.fep127"))}
+
+
+def fac_matrix_view(shape) -> tuple:
+    """quantization.md §1.1: rows = shape[0] for rank >= 2 and shape[0] > 0, else one row."""
+    n = 1
+    for d in shape:
+        n *= d
+    return (shape[0], n // shape[0]) if len(shape) >= 2 and shape[0] > 0 else (1, n)
+
+
+def fac_prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
+
+
+def fac_scale_fields(quantizer, scale_mode, group_size, scale_raw, what):
+    # quantizer 0 or 1; scale_mode 0, 1, 2; group_size 1..2^24 exactly for mode 2; scale > 0 for mode 0
+    if quantizer not in (0, 1) or scale_mode not in (0, 1, 2):
+        raise MalformedRecord(f"[FAC-01] {what}: quantizer {quantizer} / scale_mode {scale_mode}")
+    if (scale_mode == 2) != (1 <= group_size <= 1 << 24) or (scale_mode != 2 and group_size):
+        raise MalformedRecord(f"[FAC-01] {what}: group_size {group_size} with scale_mode {scale_mode}")
+    scale = struct.unpack("<f", scale_raw)[0]
+    if scale_mode == 0 and not (np.isfinite(scale) and scale > 0):
+        raise MalformedRecord(f"[FAC-01] {what}: the scale is not a positive finite binary32")
+    if scale_mode != 0 and scale_raw != b"\0\0\0\0":
+        raise MalformedRecord(f"[FAC-01] {what}: scale must be +0.0 unless scale_mode is 0")
+    return dict(quantizer=quantizer, scale_mode=scale_mode, group_size=group_size, scale=scale)
+
+
+def fac_scale_count(q: dict, rows: int, cols: int) -> int:
+    return {0: 0, 1: rows}.get(q["scale_mode"], rows * -(-cols // max(q["group_size"], 1)))
+
+
+class FactorsRecord:
+    """Record kind 5. FactorHeader (40 bytes) | ModeEntry x order (12) | FactorEntry x F (12)."""
+
+    @staticmethod
+    def params(rec: TensorRecord) -> dict:
+        p = rec.params
+        if len(p) < 40:
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: params shorter than the FactorHeader")
+        # | factorization u8 | order u8 | residual u8 | residual_shift u8 | residual_quantizer u8 |
+        # | residual_scale_mode u8 | reserved u16 | residual_group_size u32 | residual_scale f32 |
+        # | approx_error ErrorStats |
+        fz, order, residual, shift, rq, rmode, reserved, rgroup = struct.unpack_from("<BBBBBBHI", p, 0)
+        if fz not in (1, 2, 3):
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: factorization {fz}")
+        if not (order == 1 if fz == FAC_LOW_RANK else 2 <= order <= 8):
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: order {order}")
+        if residual not in (0, 1, 2):
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: residual {residual}")
+        if reserved:
+            raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved field of the FactorHeader")
+        F = {FAC_LOW_RANK: 2, FAC_TUCKER: order + 1, FAC_TT: order}[fz]
+        if len(p) != 40 + 12 * order + 12 * F:
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: params are {len(p)} bytes")
+        if residual != 1 and shift:
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: residual_shift without an exact residual")
+        if residual == 2:
+            rq = fac_scale_fields(rq, rmode, rgroup, p[12:16], f"{rec.name!r} residual")
+        elif rq or rmode or rgroup or p[12:16] != b"\0\0\0\0":
+            raise MalformedRecord(f"[FAC-01] {rec.name!r}: residual quantizer fields must be zero")
+        modes = [struct.unpack_from("<III", p, 40 + 12 * k) for k in range(order)]
+        factors = []
+        for f in range(F):
+            at = 40 + 12 * order + 12 * f
+            enc, qz, mode, res, group = struct.unpack_from("<BBBBI", p, at)
+            if res:
+                raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved byte of FactorEntry {f}")
+            if enc == 0:
+                if qz or mode or group or p[at + 8:at + 12] != b"\0\0\0\0":
+                    raise MalformedRecord(f"[FAC-01] {rec.name!r}: float factor {f} has non-zero fields")
+                factors.append(None)
+            elif enc == 1:
+                factors.append(fac_scale_fields(qz, mode, group, p[at + 8:at + 12], f"factor {f}"))
+            else:
+                raise MalformedRecord(f"[FAC-01] {rec.name!r}: factor {f} encoding {enc}")
+        return dict(fz=fz, modes=modes, residual=residual, shift=shift, rq=rq, factors=factors)
+
+    @staticmethod
+    def factor_shapes(fz: int, modes) -> list:
+        # low-rank: U [rows, r], V [r, cols]; Tucker: G [r_1..r_d], U_k [n_k, r_k];
+        # tensor-train: G_k [r_{k-1}, m_k, n_k, r_k], r_0 = 1
+        if fz == FAC_LOW_RANK:
+            (rows, cols, r), = modes
+            return [(rows, r), (r, cols)]
+        if fz == FAC_TUCKER:
+            return [tuple(m[2] for m in modes)] + [(m[0], m[2]) for m in modes]
+        return [(1 if k == 0 else modes[k - 1][2], m, n, r) for k, (m, n, r) in enumerate(modes)]
+
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        P = FactorsRecord.params(rec)                                            # [FAC-01]
+        if rec.dtype not in FAC_FLOAT_DTYPES:                                    # [FAC-02]
+            raise MalformedRecord(f"[FAC-02] {rec.name!r}: dtype {DTYPES[rec.dtype].name}")
+        width = 8 * DTYPES[rec.dtype].itemsize
+        if P["shift"] >= width:
+            raise MalformedRecord(f"[FAC-02] {rec.name!r}: residual_shift {P['shift']}")
+        rows, cols = fac_matrix_view(rec.shape)                                  # [FAC-03] [FAC-04]
+        n, modes, fz = rows * cols, P["modes"], P["fz"]
+        if n < 1:
+            raise MalformedRecord(f"[FAC-03] {rec.name!r}: no elements")
+        if fz == FAC_LOW_RANK:
+            if modes[0][:2] != (rows, cols):
+                raise MalformedRecord(f"[FAC-03] {rec.name!r}: modes are not {rows} x {cols}")
+            bounds = [min(rows, cols)]
+        elif fz == FAC_TUCKER:
+            if any(m[1] != 0 or m[0] < 1 for m in modes) or fac_prod(m[0] for m in modes) != n:
+                raise MalformedRecord(f"[FAC-03] {rec.name!r}: Tucker modes do not reshape {n}")
+            bounds = [m[0] for m in modes]
+        else:
+            if (any(m[0] < 1 or m[1] < 1 for m in modes) or fac_prod(m[0] for m in modes) != rows
+                    or fac_prod(m[1] for m in modes) != cols):
+                raise MalformedRecord(f"[FAC-03] {rec.name!r}: TT modes do not reshape {rows} x {cols}")
+            P_ = [m[0] * m[1] for m in modes]
+            d = len(modes)
+            bounds = [min(fac_prod(P_[:k + 1]), fac_prod(P_[k + 1:])) for k in range(d - 1)] + [1]
+        for k, (m, b) in enumerate(zip(modes, bounds)):
+            lo = b if fz == FAC_TT and k == len(modes) - 1 else 1                 # r_d = 1
+            if not lo <= m[2] <= b:
+                raise MalformedRecord(f"[FAC-04] {rec.name!r}: rank {m[2]} of entry {k} not in {lo}..{b}")
+        want = []                                                                # [FAC-05]
+        for shp, q in zip(FactorsRecord.factor_shapes(fz, modes), P["factors"]):
+            want.append(("factor", shp, FAC_FLOAT_DTYPES if q is None else FAC_LEVEL_DTYPES))
+            if q is not None and q["scale_mode"] != 0:
+                want.append(("scales", (fac_scale_count(q, *fac_matrix_view(shp)),), {2: 0}))
+        if P["residual"] == 1:
+            want.append(("remainders", (n,), {{8: 11, 16: 12, 32: 13, 64: 14}[width]: 0}))
+        elif P["residual"] == 2:
+            want.append(("residual levels", (n,), FAC_LEVEL_DTYPES))
+            if P["rq"]["scale_mode"] != 0:
+                want.append(("residual scales", (fac_scale_count(P["rq"], rows, cols),), {2: 0}))
+        if len(rec.streams) != len(want):
+            raise MalformedRecord(f"[FAC-05] {rec.name!r}: {len(rec.streams)} streams, {len(want)} expected")
+        for s, (what, shp, dts) in zip(rec.streams, want):
+            if s.stream_dtype not in dts or tuple(s.stream_shape) != tuple(shp):
+                raise MalformedRecord(f"[FAC-05] {rec.name!r}: the {what} stream is not {shp}")
+        if bool(rec.record_flags & LOSSY) != (P["residual"] != 1):              # [FAC-06]
+            raise MalformedRecord(f"[FAC-06] {rec.name!r}: lossy flag vs residual {P['residual']}")
+
+    @staticmethod
+    def values(data, stream: Stream, q, shape, what) -> np.ndarray:
+        """§4 step 1: a factor (or the residual) as exact binary64 values."""
+        if q is None:                                          # encoding 0: float values
+            name = FAC_FLOAT_DTYPES[stream.stream_dtype]
+            if name == "bfloat16":
+                v = (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view("<f4").astype(np.float64)
+            else:
+                v = np.frombuffer(data, {"float64": "<f8", "float32": "<f4", "float16": "<f2"}[name]).astype(np.float64)
+            if not np.all(np.isfinite(v)):                                       # [FAC-08]
+                raise CorruptPayload(f"[FAC-08] {what}: a factor value is not finite")
+            return v.reshape(shape)
+        z = np.frombuffer(data, FAC_LEVEL_DTYPES[stream.stream_dtype]).astype(np.int64)
+        k = (z >> 1) ^ -(z & 1)                                # zigzag decode (quantization.md §2)
+        if k.size and np.abs(k).max() > 1 << 23:                                 # [FAC-07]
+            raise CorruptPayload(f"[FAC-07] {what}: a level exceeds 2^23")
+        rows, cols = fac_matrix_view(shape)
+        k = k.reshape(rows, cols)
+        m = k.copy()
+        if q["quantizer"] == 1:                                # dependent: the 4-state machine, per row
+            for i in range(rows):
+                state = 0
+                for j in range(cols):
+                    a, b = state >> 1, state & 1
+                    m[i, j] = 2 * k[i, j] - a * (1 if k[i, j] > 0 else -1 if k[i, j] < 0 else 0)
+                    state = ((b ^ (int(k[i, j]) & 1)) << 1) | a
+        S = q["scales"]                                        # binary64 scale of every element
+        return (m.astype(np.float64) * S).reshape(shape)      # one exact multiplication
+
+    @staticmethod
+    def scales(q, data, rows, cols, what) -> np.ndarray:
+        if q["scale_mode"] == 0:
+            return np.full((rows, cols), np.float64(np.float32(q["scale"])))
+        s = np.frombuffer(data, "<f4").astype(np.float64)
+        if not np.all(np.isfinite(s) & (s > 0)):                                 # [FAC-07]
+            raise CorruptPayload(f"[FAC-07] {what}: a scale is not positive and finite")
+        if q["scale_mode"] == 1:
+            return np.repeat(s, cols).reshape(rows, cols)
+        g = q["group_size"]
+        per_row = -(-cols // g)
+        col_group = np.arange(cols) // g
+        return s.reshape(rows, per_row)[:, col_group]
+
+    @staticmethod
+    def contract(fz, modes, V) -> np.ndarray:
+        """§4 step 2: R in binary64, row-major. s = t_0; s = s + t_a for a = 1, 2, ..."""
+        if fz == FAC_LOW_RANK:                 # R[i, j] = sum_a U[i, a] * V[a, j]
+            U, W = V
+            R = None
+            for a in range(U.shape[1]):
+                t = U[:, a][:, None] * W[a, :][None, :]
+                R = t if R is None else R + t
+            return R.reshape(-1)
+        if fz == FAC_TUCKER:                   # X_k = X_{k-1} x_k U_k, k = 1..d
+            X = V[0]
+            for k, U in enumerate(V[1:]):
+                Xk = np.moveaxis(X, k, -1)     # mode k last: [..., r_k]
+                acc = None
+                for a in range(U.shape[1]):
+                    t = Xk[..., a][..., None] * U[:, a]          # [..., n_k]
+                    acc = t if acc is None else acc + t
+                X = np.moveaxis(acc, -1, k)
+            return np.ascontiguousarray(X).reshape(-1)
+        # tensor-train: X_1[p, b] = G_1[0, i, j, b]; X_k[q*P_k + p, b] = sum_a X_{k-1}[q, a] G_k[a, i, j, b]
+        X = V[0].reshape(-1, V[0].shape[3])
+        for G in V[1:]:
+            Gp = G.reshape(G.shape[0], -1, G.shape[3])           # [a, p = i*n_k + j, b]
+            acc = None
+            for a in range(G.shape[0]):
+                t = X[:, a][:, None, None] * Gp[a][None, :, :]   # [q, p, b]
+                acc = t if acc is None else acc + t
+            X = acc.reshape(-1, G.shape[3])
+        ms, ns = [m[0] for m in modes], [m[1] for m in modes]
+        d = len(modes)
+        X = X.reshape([x for k in range(d) for x in (ms[k], ns[k])])   # (i_1, j_1, ..., i_d, j_d)
+        X = X.transpose(list(range(0, 2 * d, 2)) + list(range(1, 2 * d, 2)))
+        return np.ascontiguousarray(X).reshape(-1)
+
+    @staticmethod
+    def round_to(R, dtype_name) -> np.ndarray:
+        """quantization.md §4.2: one rounding from binary64, to nearest even, saturating at the
+        largest finite value; R is finite here. Returns the bit patterns as uint64."""
+        if dtype_name == "float64":
+            return R.view(np.uint64).copy()
+        E, M, maxf = FAC_FORMATS[dtype_name]
+        emin = 2 - (1 << (E - 1))                              # 1 - bias
+        sign = np.signbit(R).astype(np.uint64)
+        a = np.abs(R)
+        _, e = np.frexp(a)                                     # floor(log2 a) = e - 1 for a > 0
+        ulp = np.maximum(e - 1, emin) - M                      # exponent of the last mantissa bit
+        r = np.ldexp(np.rint(np.ldexp(a, -ulp)), ulp)          # exact scaling, one rounding (ties even)
+        r = np.minimum(r, maxf)                                # saturate
+        normal = r >= np.ldexp(1.0, emin)
+        _, e2 = np.frexp(r)
+        expo = np.where(normal, e2 - 1 - emin + 1, 0).astype(np.uint64)
+        mant = np.where(normal, np.ldexp(r, M - (e2 - 1)) - (1 << M), np.ldexp(r, M - emin))
+        return (sign << np.uint64(E + M)) | (expo << np.uint64(M)) | mant.astype(np.uint64)
+
+    @staticmethod
+    def remainder(c, stored, width, z, dtype_name, what) -> np.ndarray:
+        """bands.md, *The remainder band*, with c the bit patterns of round(R)."""
+        E, M, _ = FAC_FORMATS[dtype_name]
+        order = np.argsort((c >> np.uint64(M)) & np.uint64((1 << E) - 1), kind="stable")
+        r = np.empty(c.size, np.uint64)
+        r[order] = stored                                      # remainder order -> element order
+        w = width - z
+        mask = np.uint64((1 << w) - 1) if w < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+        if z and r.size and r.max() > mask:                                       # [FAC-10]
+            raise CorruptPayload(f"[FAC-10] {what}: a remainder does not fit {w} bits")
+
+        def o(p):                                              # order-preserving image, own inverse
+            return p ^ ((p >> np.uint64(w - 1)) * np.uint64((1 << (w - 1)) - 1))
+        d = (r >> np.uint64(1)) ^ ((r & np.uint64(1)) * mask)  # zigzag decode, mod 2^w'
+        return o((o(c >> np.uint64(z)) + d) & mask) << np.uint64(z)
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytearray:
+        P = FactorsRecord.params(rec)
+        name, what = DTYPES[rec.dtype].name, f"tensor {rec.name!r}"
+        rows, cols = fac_matrix_view(rec.shape)
+        data = [bytes(decode_stream(f, t, s, st)) for s, st in enumerate(rec.streams)]
+        s = 0
+        V = []
+        for shp, q in zip(FactorsRecord.factor_shapes(P["fz"], P["modes"]), P["factors"]):
+            factor_stream = s
+            if q is not None:
+                q = dict(q)
+                if q["scale_mode"] != 0:
+                    s += 1
+                q["scales"] = FactorsRecord.scales(q, data[s], *fac_matrix_view(shp), what)
+            V.append(FactorsRecord.values(data[factor_stream], rec.streams[factor_stream], q, shp, what))
+            s += 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            R = FactorsRecord.contract(P["fz"], P["modes"], V)
+            if not np.all(np.isfinite(R)):                                       # [FAC-09]
+                raise CorruptPayload(f"[FAC-09] {what}: the reconstruction is not finite")
+            if P["residual"] == 2:
+                q = dict(P["rq"])
+                q["scales"] = FactorsRecord.scales(q, data[s + 1] if q["scale_mode"] else b"", rows, cols, what)
+                D = FactorsRecord.values(data[s], rec.streams[s], q, (rows, cols), what).reshape(-1)
+                R = R + D                                      # one binary64 addition
+                if not np.all(np.isfinite(R)):                                   # [FAC-09]
+                    raise CorruptPayload(f"[FAC-09] {what}: the reconstruction is not finite")
+        bits = FactorsRecord.round_to(R, name)
+        width = 8 * DTYPES[rec.dtype].itemsize
+        if P["residual"] == 1:
+            stored = np.frombuffer(data[s], f"<u{width // 8}").astype(np.uint64)
+            bits = FactorsRecord.remainder(bits, stored, width, P["shift"], name, what)
+        return bytearray(bits.astype(f"<u{width // 8}").tobytes())
+
+
+RECORD_KINDS[5] = FactorsRecord
+
+
 # ================================================================ record kind 3 `bands` (records/bands.md)
 # N bands (2 to 8). Bands 1..Q hold levels (Q = N - 1 with a remainder band, else N). Prefix k:
 # A_1 = multipliers of band 1's levels (quantization.md §3), A_j = A_(j-1) x 2^(b_j) + q_j,
@@ -1282,6 +1591,245 @@ class BandsRecord:
 
 
 RECORD_KINDS[3] = BandsRecord
+
+
+# ================================================================ record kind 4 `predicted` (records/predicted.md)
+# decoded = residual applied to predictor(permutation(reference)). The reference is a tensor of
+# this file (source 1) or of a parent file (source 2) found by the SHA-256 of its whole content
+# next to the input file. Chains of references are followed and checked before anything is
+# decoded: at each step depth <= 16 [PRD-09], parent located [PRD-10], no cycle [PRD-08], the
+# reference exists [PRD-06] with the record's dtype and shape [PRD-07].
+# | PredHeader | source u8 | predictor u8 | permutation u8 | residual u8 | order u8 | reserved u8 |
+#   repeat u16 | a f64 | b f64 | step f32 | reserved u32 | parent_sha256 [32] |
+# | ref_name_length u16 | ref_name | hint_length u16 | hint |
+class UnresolvedReference(WcodecError): """a predicted record's parent file is missing or has changed"""
+
+
+PRD_HEAD = struct.Struct("<BBBBBBHddfI32s")
+PRD_MAX_DEPTH, PRD_MAX_REPEAT, PRD_MAX_LEVEL = 16, 1024, 1 << 28
+# float dtype code -> (numpy dtype or None for bfloat16, mantissa bits M, exponent bits E, canonical NaN)
+PRD_FLOATS = {1: ("<f8", 52, 11, 0x7FF8000000000000), 2: ("<f4", 23, 8, 0x7FC00000),
+              3: ("<f2", 10, 5, 0x7E00), 4: (None, 7, 8, 0x7FC0)}
+PRD_UINT = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+PRD_PARENTS = {}    # parent SHA-256 -> opened WcodecFile (each parent is read once)
+
+
+def prd_params(rec: TensorRecord) -> dict:
+    P = bytes(rec.params)
+    bad = lambda m: MalformedRecord(f"[PRD-01] {rec.name!r}: {m}")              # noqa: E731
+    if len(P) < PRD_HEAD.size + 4:
+        raise bad("params shorter than 68 bytes")
+    src, pred, perm, res, order, r0, repeat, a, b, step, r1, sha = PRD_HEAD.unpack_from(P)
+    if r0 or r1:                                                                 # [RSV-01]
+        raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved predicted params are not zero")
+    n = struct.unpack_from("<H", P, 64)[0]
+    if not 1 <= n <= 1024 or 66 + n + 2 > len(P):
+        raise bad("ref_name_length")
+    ref = utf8(P[66:66 + n], "ref_name")
+    h = struct.unpack_from("<H", P, 66 + n)[0]
+    if h > 255 or 68 + n + h != len(P):
+        raise bad("hint_length, or params do not end after the hint")
+    hint = utf8(P[68 + n:], "hint")
+    if src not in (1, 2) or pred > 2 or perm > 2 or res not in (1, 2, 3) or order > 1:
+        raise bad("source, predictor, permutation, residual or order out of range")
+    if src == 1 and (any(sha) or h):
+        raise bad("a same-file reference has a zero parent_sha256 and no hint")
+    if h and ("/" in hint or "\\" in hint or "\x00" in hint or hint in (".", "..")):
+        raise bad("the hint is not a base name")
+    zero = lambda v, fmt: struct.pack(fmt, v) == bytes(struct.calcsize(fmt))    # noqa: E731
+    if pred == 1:
+        if not (1 <= repeat <= PRD_MAX_REPEAT and np.isfinite(a) and np.isfinite(b)):
+            raise bad("scalar affine needs repeat 1..1024 and finite a, b")
+    elif repeat or not zero(a, "<d") or not zero(b, "<d"):
+        raise bad("repeat, a and b are zero unless the predictor is scalar affine")
+    if res == 3:
+        if not (np.isfinite(step) and step > 0):
+            raise bad("a quantized residual needs a finite step > 0")
+    elif not zero(step, "<f"):
+        raise bad("step is +0.0 unless the residual is quantized")
+    return dict(source=src, predictor=pred, permutation=perm, residual=res, order=order,
+                repeat=repeat, a=a, b=b, step=step, sha=sha, ref=ref, hint=hint)
+
+
+def prd_streams(rec: TensorRecord, p: dict) -> list:
+    """[(allowed stream dtype codes, shape)] of §6: residual, permutation, coefficients."""
+    size = DTYPES[rec.dtype].itemsize
+    out = [((11, 12, 13) if p["residual"] == 3 else ({1: 11, 2: 12, 4: 13, 8: 14}[size],),
+            (rec.elements,))]
+    if p["permutation"]:
+        out.append(((12, 13), (rec.shape[0] if p["permutation"] == 1 else rec.shape[-1],)))
+    if p["predictor"] == 2:
+        out.append(((2,), (2, rec.shape[0])))
+    return out
+
+
+def prd_values(bits: np.ndarray, code: int) -> np.ndarray:
+    """float64(p) of §4: the exact binary64 value of each bit pattern."""
+    npd = PRD_FLOATS[code][0]
+    with np.errstate(invalid="ignore"):
+        if npd is None:                                  # bfloat16: the upper half of a binary32
+            return (bits.astype(np.uint32) << np.uint32(16)).view("<f4").astype(np.float64)
+        return bits.view(npd).astype(np.float64)
+
+
+def prd_round(y: np.ndarray, code: int) -> np.ndarray:
+    """round_T of §4: one rounding to nearest even, overflow to infinity, canonical NaN."""
+    npd, M, E, nan = PRD_FLOATS[code]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if npd is not None:
+            out = y.astype(npd).view(PRD_UINT[int(npd[-1])]).copy()
+        else:
+            # binary32 rounded *to odd*, then to 16 bits to nearest even: one correct rounding
+            f = y.astype("<f4")
+            bits = f.view("<u4").copy()
+            back = f.astype(np.float64)
+            fin = np.isfinite(y)
+            bits[fin & (np.abs(back) > np.abs(y))] -= np.uint32(1)          # was rounded away
+            bits[fin & (back != y)] |= np.uint32(1)                          # inexact: odd
+            bits[fin & ~np.isfinite(f)] = (bits[fin & ~np.isfinite(f)] & np.uint32(0x80000000)) \
+                | np.uint32(0x7F7FFFFF)                                      # beyond binary32
+            lsb = (bits >> np.uint32(16)) & np.uint32(1)
+            out = ((bits + np.uint32(0x7FFF) + lsb) >> np.uint32(16)).astype("<u2")
+    out[np.isnan(y)] = nan
+    return out
+
+
+def prd_find_parent(p: dict, name: str):
+    """[PRD-10] the file next to the input whose SHA-256 is parent_sha256 (hint tried first)."""
+    sha = p["sha"]
+    if sha in PRD_PARENTS:
+        return PRD_PARENTS[sha]
+    folder = os.path.dirname(os.path.abspath(sys.argv[1]))
+    names = sorted(os.listdir(folder))
+    if p["hint"] in names:
+        names.remove(p["hint"])
+        names.insert(0, p["hint"])
+    changed = False
+    for n in names:
+        path = os.path.join(folder, n)
+        if not os.path.isfile(path):
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if hashlib.sha256(data).digest() == sha:
+            PRD_PARENTS[sha] = open_wcodec(memoryview(data))
+            return PRD_PARENTS[sha]
+        changed = changed or n == p["hint"]
+    what = f"{p['hint']!r} has changed (its SHA-256 differs)" if changed else "is missing"
+    raise UnresolvedReference(f"[PRD-10] tensor {name!r}: parent file {sha.hex()} {what}")
+
+
+def prd_apply(f: WcodecFile, t: int, rec: TensorRecord, ref: bytes) -> bytes:
+    """Steps 3-5 of §7: permutation, predictor, residual, given the reference's decoded bytes."""
+    p = prd_params(rec)
+    size = DTYPES[rec.dtype].itemsize
+    w, U = 8 * size, PRD_UINT[size]
+    n = rec.elements
+    P = np.frombuffer(bytes(ref), U).astype(np.uint64)
+    s = 1
+    if p["permutation"]:                                                         # §3
+        d = rec.shape[0] if p["permutation"] == 1 else rec.shape[-1]
+        st = rec.streams[s]
+        pi = np.frombuffer(bytes(decode_stream(f, t, s, st)), PRD_UINT[DTYPES[st.stream_dtype].itemsize])
+        pi = pi.astype(np.int64)
+        if pi.size != d or (d and (pi.min() < 0 or pi.max() >= d)) \
+                or len(set(pi.tolist())) != d:                                   # [PRD-05]
+            raise CorruptPayload(f"[PRD-05] {rec.name!r}: the stored permutation is not one")
+        P = (P.reshape(d, -1)[pi] if p["permutation"] == 1 else P.reshape(-1, d)[:, pi]).reshape(-1)
+        s += 1
+    if p["predictor"] == 1:                                                      # §4 scalar
+        for _ in range(p["repeat"]):
+            y = prd_values(P.astype(U), rec.dtype) * p["a"]
+            if p["b"] != 0:
+                y = y + p["b"]
+            P = prd_round(y, rec.dtype).astype(np.uint64)
+    elif p["predictor"] == 2:                                                    # §4 channel
+        c = np.frombuffer(bytes(decode_stream(f, t, s, rec.streams[s])), "<f4").reshape(2, -1)
+        if not np.all(np.isfinite(c)):                                           # [PRD-05]
+            raise CorruptPayload(f"[PRD-05] {rec.name!r}: a channel coefficient is not finite")
+        per = n // rec.shape[0]
+        alpha = np.repeat(c[0].astype(np.float64), per)
+        beta = np.repeat(c[1].astype(np.float64), per)
+        y = prd_values(P.astype(U), rec.dtype) * alpha
+        y = np.where(beta != 0, y + beta, y)
+        P = prd_round(y, rec.dtype).astype(np.uint64)
+    st = rec.streams[0]
+    z = np.frombuffer(bytes(decode_stream(f, t, 0, st)),
+                      PRD_UINT[DTYPES[st.stream_dtype].itemsize]).astype(np.uint64)
+    if p["order"] == 1:                                                          # §5.4
+        _, M, E, _ = PRD_FLOATS[rec.dtype]
+        key = (P >> np.uint64(M)) & np.uint64((1 << E) - 1)
+        zt = np.empty_like(z)
+        zt[np.argsort(key, kind="stable")] = z
+        z = zt
+    mask = np.uint64((1 << w) - 1) if w < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    if p["residual"] == 1:                                                       # §5.1 sub
+        d = (z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))
+        out = (P + d) & mask
+    elif p["residual"] == 2:                                                     # §5.2 xor
+        out = P ^ z
+    else:                                                                        # §5.3 quantized
+        q = ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
+        if q.size and int(np.abs(q).max()) > PRD_MAX_LEVEL:                      # [PRD-12]
+            raise CorruptPayload(f"[PRD-12] {rec.name!r}: a quantized level exceeds 2^28")
+        s64 = float(np.float32(p["step"]))
+        y = prd_values(P.astype(U), rec.dtype) + q.astype(np.float64) * s64
+        out = np.where(q == 0, P, prd_round(y, rec.dtype).astype(np.uint64))
+    return out.astype(U).tobytes()
+
+
+class PredictedRecord:
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        p = prd_params(rec)                                                      # [PRD-01]
+        if rec.dtype not in PRD_FLOATS and (p["predictor"] or p["residual"] == 3 or p["order"]):
+            raise MalformedRecord(f"[PRD-04] {rec.name!r}: affine/quantized/exponent order need a float dtype")
+        if (p["permutation"] or p["predictor"] == 2) and not rec.shape:
+            raise MalformedRecord(f"[PRD-04] {rec.name!r}: a permutation or channel affine needs rank >= 1")
+        if bool(rec.record_flags & LOSSY) != (p["residual"] == 3):              # [PRD-03]
+            raise MalformedRecord(f"[PRD-03] {rec.name!r}: lossy flag and residual disagree")
+        want = prd_streams(rec, p)
+        if len(rec.streams) != len(want) or any(                                 # [PRD-02]
+                s.stream_dtype not in codes or tuple(s.stream_shape) != tuple(shape)
+                for s, (codes, shape) in zip(rec.streams, want)):
+            raise MalformedRecord(f"[PRD-02] {rec.name!r}: streams differ from §6")
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
+        # §2.2: follow the chain R_0 = this record, R_1, ... to the first record not predicted
+        chain = [(f, t)]
+        seen = {(id(f), rec.name)}
+        while True:
+            cf, ct = chain[-1]
+            crec = cf.index.tensors[ct]
+            if crec.record_kind != 4:
+                break
+            p = prd_params(crec)
+            if len(chain) > PRD_MAX_DEPTH:                                       # [PRD-09]
+                raise LimitExceeded(f"[PRD-09] {rec.name!r}: more than 16 predicted records in the chain")
+            nf = prd_find_parent(p, crec.name) if p["source"] == 2 else cf      # [PRD-10]
+            if (id(nf), p["ref"]) in seen:                                       # [PRD-08]
+                raise MalformedRecord(f"[PRD-08] {rec.name!r}: reference cycle through {p['ref']!r}")
+            idx = [i for i, r in enumerate(nf.index.tensors) if r.name == p["ref"]]
+            if not idx:                                                          # [PRD-06]
+                raise MalformedRecord(f"[PRD-06] {crec.name!r}: no reference tensor {p['ref']!r}")
+            rrec = nf.index.tensors[idx[0]]
+            if rrec.dtype != crec.dtype or tuple(rrec.shape) != tuple(crec.shape):   # [PRD-07]
+                raise MalformedRecord(f"[PRD-07] {crec.name!r}: reference dtype/shape differ")
+            seen.add((id(nf), p["ref"]))
+            chain.append((nf, idx[0]))
+        # decode the base by its own kind, then each predicted level upwards, checking digests
+        bf, bt = chain[-1]
+        data = decode_tensor(bf, bt)
+        for cf, ct in reversed(chain[1:-1]):
+            crec = cf.index.tensors[ct]
+            data = prd_apply(cf, ct, crec, data)
+            if crec.sha256 is not None and hashlib.sha256(data).digest() != crec.sha256:
+                raise DigestMismatch(f"[REC-09] reference {crec.name!r}: SHA-256 disagrees")
+        return prd_apply(f, t, rec, data)
+
+
+RECORD_KINDS[4] = PredictedRecord
 
 
 def decode_tensor(f: WcodecFile, t: int) -> bytearray:
