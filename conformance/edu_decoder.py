@@ -1098,6 +1098,192 @@ class QuantizedRecord:
 RECORD_KINDS[2] = QuantizedRecord
 
 
+# ================================================================ record kind 3 `bands` (records/bands.md)
+# N bands (2 to 8). Bands 1..Q hold levels (Q = N - 1 with a remainder band, else N). Prefix k:
+# A_1 = multipliers of band 1's levels (quantization.md §3), A_j = A_(j-1) x 2^(b_j) + q_j,
+# y = float64(A_a) x (S x 2^-c_a) with a = min(k, Q) and c_a = b_2 + ... + b_a, one binary64
+# multiplication, then one rounding to the dtype (quantization.md §4.2). With a remainder band the
+# full decode (k = N) applies it to the bit patterns of prefix N - 1 and gives the original bytes.
+# | BandHeader | band_count u8 | quantizer u8 | scale_mode u8 | flags u8 (bit 0 has_remainder, bit 1
+#   has_prefix_digests) | remainder_shift u8 | reserved[3] | group_size u32 | scale f32 |
+# | BandEntry x N | refine_bits u8 | reserved[3] | prefix_error ErrorStats | prefix_sha256[32] (bit 1) |
+BND_PREFIX = None   # `--bands K` on the command line: decode only the first K bands of band records
+# dtype code -> (name, mantissa bits M, exponent bits E)
+BND_FLOATS = {1: ("float64", 52, 11), 2: ("float32", 23, 8), 3: ("float16", 10, 5),
+              4: ("bfloat16", 7, 8), 5: ("float8_e4m3fn", 3, 4), 6: ("float8_e5m2", 2, 5)}
+BND_UINT = {8: 11, 16: 12, 32: 13, 64: 14}          # width -> uint dtype code of that width
+
+
+class BndPrefix(bytes):
+    """The bytes of a prefix k < N: its digest is prefix_sha256, not the record's sha256."""
+
+
+def bnd_round(y: np.ndarray, code: int) -> bytes:
+    """quantization.md §4.2 for every float dtype: the four of kind 2 as qnt_round does; the two
+    float8 formats by the same exact scaling as bfloat16 there, then their bit fields."""
+    name, M, E = BND_FLOATS[code]
+    if code <= 4:
+        return qnt_round(y, name)
+    bias = (1 << (E - 1)) - 1
+    emin = 1 - bias
+    maxf = 448.0 if name == "float8_e4m3fn" else (2 - 2.0 ** -M) * 2.0 ** bias
+    a = np.abs(y)
+    _, e = np.frexp(a)                                  # a = f x 2^e, 0.5 <= f < 1
+    q = np.maximum(e - 1, emin) - M                     # exponent of one unit in the last place
+    r = np.minimum(np.ldexp(np.rint(np.ldexp(a, -q)), q), maxf)   # rint: ties to even; saturate
+    _, e2 = np.frexp(r)
+    normal = r >= 2.0 ** emin
+    field_e = np.where(normal, e2 - 1 + bias, 0)
+    mant = np.where(normal, np.ldexp(r, M - (e2 - 1)) - 2 ** M, np.ldexp(r, M - emin))
+    bits = (np.signbit(y).astype(np.int64) << (E + M)) | (field_e.astype(np.int64) << M) \
+        | mant.astype(np.int64)
+    return bits.astype(np.uint8).tobytes()
+
+
+def bnd_order_map(p: np.ndarray, w: int) -> np.ndarray:
+    """o(p) = p XOR (sign x (2^(w-1) - 1)) on w-bit patterns (uint64): the order of the floats."""
+    sign = p >> np.uint64(w - 1)
+    return p ^ (sign * np.uint64((1 << (w - 1)) - 1))
+
+
+class BandsRecord:
+    @staticmethod
+    def params(rec: TensorRecord) -> dict:
+        P = rec.params
+        if len(P) < 16:                                                          # [BND-01]
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: band params shorter than 16 bytes")
+        N, quantizer, scale_mode, flags, z = P[0], P[1], P[2], P[3], P[4]
+        group_size, scale = struct.unpack_from("<If", P, 8)
+        if flags & ~3 or any(P[5:8]):                                            # [RSV-01]
+            raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved bits of the band params")
+        digests = bool(flags & 2)
+        entry = 28 + (32 if digests else 0)
+        if not 2 <= N <= 8 or len(P) != 16 + N * entry or quantizer > 1 or scale_mode > 2:
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: band_count {N}, quantizer {quantizer}, "
+                                  f"scale_mode {scale_mode}, {len(P)} bytes of params")
+        if (scale_mode == 2) != (group_size != 0) or group_size > 1 << 24:
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: group_size {group_size} with scale_mode {scale_mode}")
+        if scale_mode == 0 and not (np.isfinite(scale) and scale > 0):
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: the tensor scale is not finite and > 0")
+        if scale_mode != 0 and P[12:16] != b"\0\0\0\0":
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: scale is not all zero bits")
+        remainder = bool(flags & 1)
+        Q = N - 1 if remainder else N
+        bits, sha = [], []
+        for j in range(N):
+            e = 16 + j * entry
+            if any(P[e + 1:e + 4]):                                              # [RSV-01]
+                raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved bytes of band entry {j + 1}")
+            bits.append(P[e])
+            sha.append(bytes(P[e + 28:e + 60]) if digests else None)
+        if bits[0] != 0 or (remainder and bits[-1] != 0) \
+                or any(not 1 <= b <= 24 for b in bits[1:Q]) or sum(bits) > 28:  # [BND-01]
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: refine_bits {bits}")
+        if not remainder and z != 0:
+            raise MalformedRecord(f"[BND-01] {rec.name!r}: remainder_shift without a remainder band")
+        return dict(N=N, Q=Q, quantizer=quantizer, scale_mode=scale_mode, group_size=group_size,
+                    scale=scale, remainder=remainder, z=z, bits=bits, sha=sha, digests=digests)
+
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        p = BandsRecord.params(rec)
+        if rec.dtype not in BND_FLOATS:                                          # [BND-02]
+            raise MalformedRecord(f"[BND-02] {rec.name!r}: a band record of dtype {rec.dtype}")
+        w = 8 * DTYPES[rec.dtype].itemsize
+        if p["z"] >= w:
+            raise MalformedRecord(f"[BND-02] {rec.name!r}: remainder_shift {p['z']} >= {w}")
+        rows, cols = qnt_matrix_view(rec.shape)
+        n = rows * cols
+        nscales = {0: 0, 1: rows, 2: rows * -(-cols // max(p["group_size"], 1))}[p["scale_mode"]]
+        s = rec.streams                                                          # [BND-03]
+        ok = len(s) == p["N"] + (1 if p["scale_mode"] else 0)
+        ok = ok and all(x.stream_dtype in QNT_LEVEL_DTYPES and x.stream_shape == (n,) for x in s[:p["Q"]])
+        if ok and p["remainder"]:
+            ok = s[p["Q"]].stream_dtype == BND_UINT[w] and s[p["Q"]].stream_shape == (n,)
+        if ok and p["scale_mode"]:
+            ok = s[-1].stream_dtype == QNT_FLOAT32 and s[-1].stream_shape == (nscales,)
+        if not ok:
+            raise MalformedRecord(f"[BND-03] {rec.name!r}: streams do not match the band params")
+        if bool(rec.record_flags & LOSSY) == p["remainder"]:                      # [BND-04]
+            raise MalformedRecord(f"[BND-04] {rec.name!r}: lossy flag and has_remainder disagree")
+        if p["digests"] and rec.sha256 is not None and p["sha"][-1] != rec.sha256:   # [BND-08]
+            raise MalformedRecord(f"[BND-08] {rec.name!r}: band N's prefix_sha256 is not the sha256")
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
+        p = BandsRecord.params(rec)
+        N, Q = p["N"], p["Q"]
+        k = N if BND_PREFIX is None else min(BND_PREFIX, N)
+        a = min(k, Q)
+        rows, cols = qnt_matrix_view(rec.shape)
+        # 1. levels of bands 1..a, zigzag-decoded; [BND-05] their range
+        A = None
+        for j in range(a):
+            z = np.frombuffer(decode_stream(f, t, j, rec.streams[j]),
+                              QNT_LEVEL_DTYPES[rec.streams[j].stream_dtype]).astype(np.int64)
+            q = ((z >> 1) ^ -(z & 1)).reshape(rows, cols)
+            limit = 1 << 23 if j == 0 else 1 << (p["bits"][j] + 1)
+            if q.size and int(np.abs(q).max()) > limit:
+                raise CorruptPayload(f"[BND-05] {rec.name!r}: a band {j + 1} level exceeds {limit}")
+            if j == 0:   # 2. multipliers of the base quantizer (the 4-state machine of §3.2)
+                A = q.copy()
+                if p["quantizer"] == 1:
+                    state = np.zeros(rows, np.int64)
+                    for c in range(cols):
+                        sa, sb = state >> 1, state & 1
+                        A[:, c] = 2 * q[:, c] - sa * np.sign(q[:, c])
+                        state = ((sb ^ (q[:, c] & 1)) << 1) | sa
+            else:        # 3. A_j = A_(j-1) x 2^(b_j) + q_j, exact in int64 (|A| < 2^53)
+                A = A * (1 << p["bits"][j]) + q
+        # scales S of each element, binary64; [BND-06]
+        if p["scale_mode"] == 0:
+            S = np.full((rows, cols), float(np.float32(p["scale"])))
+        else:
+            s = np.frombuffer(decode_stream(f, t, len(rec.streams) - 1, rec.streams[-1]), "<f4")
+            if not np.all(np.isfinite(s) & (s > 0)):
+                raise CorruptPayload(f"[BND-06] {rec.name!r}: a stored scale is not finite and > 0")
+            s = s.astype(np.float64)
+            if p["scale_mode"] == 1:
+                S = np.repeat(s.reshape(rows, 1), cols, axis=1)
+            else:
+                per_row = -(-cols // p["group_size"])
+                S = s.reshape(rows, per_row)[:, np.arange(cols) // p["group_size"]]
+        # 4. y = float64(A_a) x (S x 2^-c_a): ldexp is exact, then one multiplication; round
+        y = A.astype(np.float64) * np.ldexp(S, -sum(p["bits"][1:a]))
+        out = bnd_round(y.reshape(-1), rec.dtype)
+        if k == N and p["remainder"]:
+            out = BandsRecord.apply_remainder(f, t, rec, p, out)
+        elif k < N and p["digests"] and hashlib.sha256(out).digest() != p["sha"][k - 1]:
+            raise DigestMismatch(f"[BND-07] {rec.name!r}: SHA-256 of the {k}-band prefix disagrees")
+        return out if k == N else BndPrefix(out)
+
+    @staticmethod
+    def apply_remainder(f, t, rec, p, prefix: bytes) -> bytes:
+        """5. The remainder band: x = o^-1((o(c >> z) + d) mod 2^w') << z for each element, with
+        c its prefix-(N-1) pattern and d the zigzag-decoded remainder, listed in remainder order."""
+        name, M, E = BND_FLOATS[rec.dtype]
+        size = DTYPES[rec.dtype].itemsize
+        w = 8 * size
+        wp = w - p["z"]
+        mask = np.uint64((1 << wp) - 1) if wp < 64 else np.uint64(2**64 - 1)
+        c = np.frombuffer(prefix, f"<u{size}").astype(np.uint64)
+        stored = np.frombuffer(decode_stream(f, t, p["Q"], rec.streams[p["Q"]]),
+                               f"<u{size}").astype(np.uint64)
+        # remainder order: elements sorted by the exponent field of c, stable
+        key = (c >> np.uint64(M)) & np.uint64((1 << E) - 1)
+        r = np.empty_like(stored)
+        r[np.argsort(key, kind="stable")] = stored
+        if p["z"] and r.size and int(r.max()) >= 1 << wp:                       # [BND-09]
+            raise CorruptPayload(f"[BND-09] {rec.name!r}: a remainder does not fit {wp} bits")
+        d = (r >> np.uint64(1)) ^ ((r & np.uint64(1)) * mask)       # zigzag decode, mod 2^w'
+        zz = np.uint64(p["z"])
+        x = bnd_order_map((bnd_order_map(c >> zz, wp) + d) & mask, wp) << zz
+        return x.astype(f"<u{size}").tobytes()
+
+
+RECORD_KINDS[3] = BandsRecord
+
+
 # ================================================================ record kind 5 `factors` (records/factors.md)
 # The tensor is the product of factors (low-rank U.V, Tucker core x factors, tensor-train cores),
 # each factor its own stream (float values, or zigzag levels + scales of quantization.md), then an
@@ -1405,431 +1591,6 @@ class FactorsRecord:
 
 
 RECORD_KINDS[5] = FactorsRecord
-
-
-# ================================================================ record kind 3 `bands` (records/bands.md)
-# N bands (2 to 8). Bands 1..Q hold levels (Q = N - 1 with a remainder band, else N). Prefix k:
-# A_1 = multipliers of band 1's levels (quantization.md §3), A_j = A_(j-1) x 2^(b_j) + q_j,
-# y = float64(A_a) x (S x 2^-c_a) with a = min(k, Q) and c_a = b_2 + ... + b_a, one binary64
-# multiplication, then one rounding to the dtype (quantization.md §4.2). With a remainder band the
-# full decode (k = N) applies it to the bit patterns of prefix N - 1 and gives the original bytes.
-# | BandHeader | band_count u8 | quantizer u8 | scale_mode u8 | flags u8 (bit 0 has_remainder, bit 1
-#   has_prefix_digests) | remainder_shift u8 | reserved[3] | group_size u32 | scale f32 |
-# | BandEntry x N | refine_bits u8 | reserved[3] | prefix_error ErrorStats | prefix_sha256[32] (bit 1) |
-BND_PREFIX = None   # `--bands K` on the command line: decode only the first K bands of band records
-# dtype code -> (name, mantissa bits M, exponent bits E)
-BND_FLOATS = {1: ("float64", 52, 11), 2: ("float32", 23, 8), 3: ("float16", 10, 5),
-              4: ("bfloat16", 7, 8), 5: ("float8_e4m3fn", 3, 4), 6: ("float8_e5m2", 2, 5)}
-BND_UINT = {8: 11, 16: 12, 32: 13, 64: 14}          # width -> uint dtype code of that width
-
-
-class BndPrefix(bytes):
-    """The bytes of a prefix k < N: its digest is prefix_sha256, not the record's sha256."""
-
-
-def bnd_round(y: np.ndarray, code: int) -> bytes:
-    """quantization.md §4.2 for every float dtype: the four of kind 2 as qnt_round does; the two
-    float8 formats by the same exact scaling as bfloat16 there, then their bit fields."""
-    name, M, E = BND_FLOATS[code]
-    if code <= 4:
-        return qnt_round(y, name)
-    bias = (1 << (E - 1)) - 1
-    emin = 1 - bias
-    maxf = 448.0 if name == "float8_e4m3fn" else (2 - 2.0 ** -M) * 2.0 ** bias
-    a = np.abs(y)
-    _, e = np.frexp(a)                                  # a = f x 2^e, 0.5 <= f < 1
-    q = np.maximum(e - 1, emin) - M                     # exponent of one unit in the last place
-    r = np.minimum(np.ldexp(np.rint(np.ldexp(a, -q)), q), maxf)   # rint: ties to even; saturate
-    _, e2 = np.frexp(r)
-    normal = r >= 2.0 ** emin
-    field_e = np.where(normal, e2 - 1 + bias, 0)
-    mant = np.where(normal, np.ldexp(r, M - (e2 - 1)) - 2 ** M, np.ldexp(r, M - emin))
-    bits = (np.signbit(y).astype(np.int64) << (E + M)) | (field_e.astype(np.int64) << M) \
-        | mant.astype(np.int64)
-    return bits.astype(np.uint8).tobytes()
-
-
-def bnd_order_map(p: np.ndarray, w: int) -> np.ndarray:
-    """o(p) = p XOR (sign x (2^(w-1) - 1)) on w-bit patterns (uint64): the order of the floats."""
-    sign = p >> np.uint64(w - 1)
-    return p ^ (sign * np.uint64((1 << (w - 1)) - 1))
-
-
-class BandsRecord:
-    @staticmethod
-    def params(rec: TensorRecord) -> dict:
-        P = rec.params
-        if len(P) < 16:                                                          # [BND-01]
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: band params shorter than 16 bytes")
-        N, quantizer, scale_mode, flags, z = P[0], P[1], P[2], P[3], P[4]
-        group_size, scale = struct.unpack_from("<If", P, 8)
-        if flags & ~3 or any(P[5:8]):                                            # [RSV-01]
-            raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved bits of the band params")
-        digests = bool(flags & 2)
-        entry = 28 + (32 if digests else 0)
-        if not 2 <= N <= 8 or len(P) != 16 + N * entry or quantizer > 1 or scale_mode > 2:
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: band_count {N}, quantizer {quantizer}, "
-                                  f"scale_mode {scale_mode}, {len(P)} bytes of params")
-        if (scale_mode == 2) != (group_size != 0) or group_size > 1 << 24:
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: group_size {group_size} with scale_mode {scale_mode}")
-        if scale_mode == 0 and not (np.isfinite(scale) and scale > 0):
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: the tensor scale is not finite and > 0")
-        if scale_mode != 0 and P[12:16] != b"\0\0\0\0":
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: scale is not all zero bits")
-        remainder = bool(flags & 1)
-        Q = N - 1 if remainder else N
-        bits, sha = [], []
-        for j in range(N):
-            e = 16 + j * entry
-            if any(P[e + 1:e + 4]):                                              # [RSV-01]
-                raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved bytes of band entry {j + 1}")
-            bits.append(P[e])
-            sha.append(bytes(P[e + 28:e + 60]) if digests else None)
-        if bits[0] != 0 or (remainder and bits[-1] != 0) \
-                or any(not 1 <= b <= 24 for b in bits[1:Q]) or sum(bits) > 28:  # [BND-01]
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: refine_bits {bits}")
-        if not remainder and z != 0:
-            raise MalformedRecord(f"[BND-01] {rec.name!r}: remainder_shift without a remainder band")
-        return dict(N=N, Q=Q, quantizer=quantizer, scale_mode=scale_mode, group_size=group_size,
-                    scale=scale, remainder=remainder, z=z, bits=bits, sha=sha, digests=digests)
-
-    @staticmethod
-    def check(rec: TensorRecord) -> None:
-        p = BandsRecord.params(rec)
-        if rec.dtype not in BND_FLOATS:                                          # [BND-02]
-            raise MalformedRecord(f"[BND-02] {rec.name!r}: a band record of dtype {rec.dtype}")
-        w = 8 * DTYPES[rec.dtype].itemsize
-        if p["z"] >= w:
-            raise MalformedRecord(f"[BND-02] {rec.name!r}: remainder_shift {p['z']} >= {w}")
-        rows, cols = qnt_matrix_view(rec.shape)
-        n = rows * cols
-        nscales = {0: 0, 1: rows, 2: rows * -(-cols // max(p["group_size"], 1))}[p["scale_mode"]]
-        s = rec.streams                                                          # [BND-03]
-        ok = len(s) == p["N"] + (1 if p["scale_mode"] else 0)
-        ok = ok and all(x.stream_dtype in QNT_LEVEL_DTYPES and x.stream_shape == (n,) for x in s[:p["Q"]])
-        if ok and p["remainder"]:
-            ok = s[p["Q"]].stream_dtype == BND_UINT[w] and s[p["Q"]].stream_shape == (n,)
-        if ok and p["scale_mode"]:
-            ok = s[-1].stream_dtype == QNT_FLOAT32 and s[-1].stream_shape == (nscales,)
-        if not ok:
-            raise MalformedRecord(f"[BND-03] {rec.name!r}: streams do not match the band params")
-        if bool(rec.record_flags & LOSSY) == p["remainder"]:                      # [BND-04]
-            raise MalformedRecord(f"[BND-04] {rec.name!r}: lossy flag and has_remainder disagree")
-        if p["digests"] and rec.sha256 is not None and p["sha"][-1] != rec.sha256:   # [BND-08]
-            raise MalformedRecord(f"[BND-08] {rec.name!r}: band N's prefix_sha256 is not the sha256")
-
-    @staticmethod
-    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
-        p = BandsRecord.params(rec)
-        N, Q = p["N"], p["Q"]
-        k = N if BND_PREFIX is None else min(BND_PREFIX, N)
-        a = min(k, Q)
-        rows, cols = qnt_matrix_view(rec.shape)
-        # 1. levels of bands 1..a, zigzag-decoded; [BND-05] their range
-        A = None
-        for j in range(a):
-            z = np.frombuffer(decode_stream(f, t, j, rec.streams[j]),
-                              QNT_LEVEL_DTYPES[rec.streams[j].stream_dtype]).astype(np.int64)
-            q = ((z >> 1) ^ -(z & 1)).reshape(rows, cols)
-            limit = 1 << 23 if j == 0 else 1 << (p["bits"][j] + 1)
-            if q.size and int(np.abs(q).max()) > limit:
-                raise CorruptPayload(f"[BND-05] {rec.name!r}: a band {j + 1} level exceeds {limit}")
-            if j == 0:   # 2. multipliers of the base quantizer (the 4-state machine of §3.2)
-                A = q.copy()
-                if p["quantizer"] == 1:
-                    state = np.zeros(rows, np.int64)
-                    for c in range(cols):
-                        sa, sb = state >> 1, state & 1
-                        A[:, c] = 2 * q[:, c] - sa * np.sign(q[:, c])
-                        state = ((sb ^ (q[:, c] & 1)) << 1) | sa
-            else:        # 3. A_j = A_(j-1) x 2^(b_j) + q_j, exact in int64 (|A| < 2^53)
-                A = A * (1 << p["bits"][j]) + q
-        # scales S of each element, binary64; [BND-06]
-        if p["scale_mode"] == 0:
-            S = np.full((rows, cols), float(np.float32(p["scale"])))
-        else:
-            s = np.frombuffer(decode_stream(f, t, len(rec.streams) - 1, rec.streams[-1]), "<f4")
-            if not np.all(np.isfinite(s) & (s > 0)):
-                raise CorruptPayload(f"[BND-06] {rec.name!r}: a stored scale is not finite and > 0")
-            s = s.astype(np.float64)
-            if p["scale_mode"] == 1:
-                S = np.repeat(s.reshape(rows, 1), cols, axis=1)
-            else:
-                per_row = -(-cols // p["group_size"])
-                S = s.reshape(rows, per_row)[:, np.arange(cols) // p["group_size"]]
-        # 4. y = float64(A_a) x (S x 2^-c_a): ldexp is exact, then one multiplication; round
-        y = A.astype(np.float64) * np.ldexp(S, -sum(p["bits"][1:a]))
-        out = bnd_round(y.reshape(-1), rec.dtype)
-        if k == N and p["remainder"]:
-            out = BandsRecord.apply_remainder(f, t, rec, p, out)
-        elif k < N and p["digests"] and hashlib.sha256(out).digest() != p["sha"][k - 1]:
-            raise DigestMismatch(f"[BND-07] {rec.name!r}: SHA-256 of the {k}-band prefix disagrees")
-        return out if k == N else BndPrefix(out)
-
-    @staticmethod
-    def apply_remainder(f, t, rec, p, prefix: bytes) -> bytes:
-        """5. The remainder band: x = o^-1((o(c >> z) + d) mod 2^w') << z for each element, with
-        c its prefix-(N-1) pattern and d the zigzag-decoded remainder, listed in remainder order."""
-        name, M, E = BND_FLOATS[rec.dtype]
-        size = DTYPES[rec.dtype].itemsize
-        w = 8 * size
-        wp = w - p["z"]
-        mask = np.uint64((1 << wp) - 1) if wp < 64 else np.uint64(2**64 - 1)
-        c = np.frombuffer(prefix, f"<u{size}").astype(np.uint64)
-        stored = np.frombuffer(decode_stream(f, t, p["Q"], rec.streams[p["Q"]]),
-                               f"<u{size}").astype(np.uint64)
-        # remainder order: elements sorted by the exponent field of c, stable
-        key = (c >> np.uint64(M)) & np.uint64((1 << E) - 1)
-        r = np.empty_like(stored)
-        r[np.argsort(key, kind="stable")] = stored
-        if p["z"] and r.size and int(r.max()) >= 1 << wp:                       # [BND-09]
-            raise CorruptPayload(f"[BND-09] {rec.name!r}: a remainder does not fit {wp} bits")
-        d = (r >> np.uint64(1)) ^ ((r & np.uint64(1)) * mask)       # zigzag decode, mod 2^w'
-        zz = np.uint64(p["z"])
-        x = bnd_order_map((bnd_order_map(c >> zz, wp) + d) & mask, wp) << zz
-        return x.astype(f"<u{size}").tobytes()
-
-
-RECORD_KINDS[3] = BandsRecord
-
-
-# ================================================================ record kind 4 `predicted` (records/predicted.md)
-# decoded = residual applied to predictor(permutation(reference)). The reference is a tensor of
-# this file (source 1) or of a parent file (source 2) found by the SHA-256 of its whole content
-# next to the input file. Chains of references are followed and checked before anything is
-# decoded: at each step depth <= 16 [PRD-09], parent located [PRD-10], no cycle [PRD-08], the
-# reference exists [PRD-06] with the record's dtype and shape [PRD-07].
-# | PredHeader | source u8 | predictor u8 | permutation u8 | residual u8 | order u8 | reserved u8 |
-#   repeat u16 | a f64 | b f64 | step f32 | reserved u32 | parent_sha256 [32] |
-# | ref_name_length u16 | ref_name | hint_length u16 | hint |
-class UnresolvedReference(WcodecError): """a predicted record's parent file is missing or has changed"""
-
-
-PRD_HEAD = struct.Struct("<BBBBBBHddfI32s")
-PRD_MAX_DEPTH, PRD_MAX_REPEAT, PRD_MAX_LEVEL = 16, 1024, 1 << 28
-# float dtype code -> (numpy dtype or None for bfloat16, mantissa bits M, exponent bits E, canonical NaN)
-PRD_FLOATS = {1: ("<f8", 52, 11, 0x7FF8000000000000), 2: ("<f4", 23, 8, 0x7FC00000),
-              3: ("<f2", 10, 5, 0x7E00), 4: (None, 7, 8, 0x7FC0)}
-PRD_UINT = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
-PRD_PARENTS = {}    # parent SHA-256 -> opened WcodecFile (each parent is read once)
-
-
-def prd_params(rec: TensorRecord) -> dict:
-    P = bytes(rec.params)
-    bad = lambda m: MalformedRecord(f"[PRD-01] {rec.name!r}: {m}")              # noqa: E731
-    if len(P) < PRD_HEAD.size + 4:
-        raise bad("params shorter than 68 bytes")
-    src, pred, perm, res, order, r0, repeat, a, b, step, r1, sha = PRD_HEAD.unpack_from(P)
-    if r0 or r1:                                                                 # [RSV-01]
-        raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved predicted params are not zero")
-    n = struct.unpack_from("<H", P, 64)[0]
-    if not 1 <= n <= 1024 or 66 + n + 2 > len(P):
-        raise bad("ref_name_length")
-    ref = utf8(P[66:66 + n], "ref_name")
-    h = struct.unpack_from("<H", P, 66 + n)[0]
-    if h > 255 or 68 + n + h != len(P):
-        raise bad("hint_length, or params do not end after the hint")
-    hint = utf8(P[68 + n:], "hint")
-    if src not in (1, 2) or pred > 2 or perm > 2 or res not in (1, 2, 3) or order > 1:
-        raise bad("source, predictor, permutation, residual or order out of range")
-    if src == 1 and (any(sha) or h):
-        raise bad("a same-file reference has a zero parent_sha256 and no hint")
-    if h and ("/" in hint or "\\" in hint or "\x00" in hint or hint in (".", "..")):
-        raise bad("the hint is not a base name")
-    zero = lambda v, fmt: struct.pack(fmt, v) == bytes(struct.calcsize(fmt))    # noqa: E731
-    if pred == 1:
-        if not (1 <= repeat <= PRD_MAX_REPEAT and np.isfinite(a) and np.isfinite(b)):
-            raise bad("scalar affine needs repeat 1..1024 and finite a, b")
-    elif repeat or not zero(a, "<d") or not zero(b, "<d"):
-        raise bad("repeat, a and b are zero unless the predictor is scalar affine")
-    if res == 3:
-        if not (np.isfinite(step) and step > 0):
-            raise bad("a quantized residual needs a finite step > 0")
-    elif not zero(step, "<f"):
-        raise bad("step is +0.0 unless the residual is quantized")
-    return dict(source=src, predictor=pred, permutation=perm, residual=res, order=order,
-                repeat=repeat, a=a, b=b, step=step, sha=sha, ref=ref, hint=hint)
-
-
-def prd_streams(rec: TensorRecord, p: dict) -> list:
-    """[(allowed stream dtype codes, shape)] of §6: residual, permutation, coefficients."""
-    size = DTYPES[rec.dtype].itemsize
-    out = [((11, 12, 13) if p["residual"] == 3 else ({1: 11, 2: 12, 4: 13, 8: 14}[size],),
-            (rec.elements,))]
-    if p["permutation"]:
-        out.append(((12, 13), (rec.shape[0] if p["permutation"] == 1 else rec.shape[-1],)))
-    if p["predictor"] == 2:
-        out.append(((2,), (2, rec.shape[0])))
-    return out
-
-
-def prd_values(bits: np.ndarray, code: int) -> np.ndarray:
-    """float64(p) of §4: the exact binary64 value of each bit pattern."""
-    npd = PRD_FLOATS[code][0]
-    with np.errstate(invalid="ignore"):
-        if npd is None:                                  # bfloat16: the upper half of a binary32
-            return (bits.astype(np.uint32) << np.uint32(16)).view("<f4").astype(np.float64)
-        return bits.view(npd).astype(np.float64)
-
-
-def prd_round(y: np.ndarray, code: int) -> np.ndarray:
-    """round_T of §4: one rounding to nearest even, overflow to infinity, canonical NaN."""
-    npd, M, E, nan = PRD_FLOATS[code]
-    with np.errstate(over="ignore", invalid="ignore"):
-        if npd is not None:
-            out = y.astype(npd).view(PRD_UINT[int(npd[-1])]).copy()
-        else:
-            # binary32 rounded *to odd*, then to 16 bits to nearest even: one correct rounding
-            f = y.astype("<f4")
-            bits = f.view("<u4").copy()
-            back = f.astype(np.float64)
-            fin = np.isfinite(y)
-            bits[fin & (np.abs(back) > np.abs(y))] -= np.uint32(1)          # was rounded away
-            bits[fin & (back != y)] |= np.uint32(1)                          # inexact: odd
-            bits[fin & ~np.isfinite(f)] = (bits[fin & ~np.isfinite(f)] & np.uint32(0x80000000)) \
-                | np.uint32(0x7F7FFFFF)                                      # beyond binary32
-            lsb = (bits >> np.uint32(16)) & np.uint32(1)
-            out = ((bits + np.uint32(0x7FFF) + lsb) >> np.uint32(16)).astype("<u2")
-    out[np.isnan(y)] = nan
-    return out
-
-
-def prd_find_parent(p: dict, name: str):
-    """[PRD-10] the file next to the input whose SHA-256 is parent_sha256 (hint tried first)."""
-    sha = p["sha"]
-    if sha in PRD_PARENTS:
-        return PRD_PARENTS[sha]
-    folder = os.path.dirname(os.path.abspath(sys.argv[1]))
-    names = sorted(os.listdir(folder))
-    if p["hint"] in names:
-        names.remove(p["hint"])
-        names.insert(0, p["hint"])
-    changed = False
-    for n in names:
-        path = os.path.join(folder, n)
-        if not os.path.isfile(path):
-            continue
-        with open(path, "rb") as fh:
-            data = fh.read()
-        if hashlib.sha256(data).digest() == sha:
-            PRD_PARENTS[sha] = open_wcodec(memoryview(data))
-            return PRD_PARENTS[sha]
-        changed = changed or n == p["hint"]
-    what = f"{p['hint']!r} has changed (its SHA-256 differs)" if changed else "is missing"
-    raise UnresolvedReference(f"[PRD-10] tensor {name!r}: parent file {sha.hex()} {what}")
-
-
-def prd_apply(f: WcodecFile, t: int, rec: TensorRecord, ref: bytes) -> bytes:
-    """Steps 3-5 of §7: permutation, predictor, residual, given the reference's decoded bytes."""
-    p = prd_params(rec)
-    size = DTYPES[rec.dtype].itemsize
-    w, U = 8 * size, PRD_UINT[size]
-    n = rec.elements
-    P = np.frombuffer(bytes(ref), U).astype(np.uint64)
-    s = 1
-    if p["permutation"]:                                                         # §3
-        d = rec.shape[0] if p["permutation"] == 1 else rec.shape[-1]
-        st = rec.streams[s]
-        pi = np.frombuffer(bytes(decode_stream(f, t, s, st)), PRD_UINT[DTYPES[st.stream_dtype].itemsize])
-        pi = pi.astype(np.int64)
-        if pi.size != d or (d and (pi.min() < 0 or pi.max() >= d)) \
-                or len(set(pi.tolist())) != d:                                   # [PRD-05]
-            raise CorruptPayload(f"[PRD-05] {rec.name!r}: the stored permutation is not one")
-        P = (P.reshape(d, -1)[pi] if p["permutation"] == 1 else P.reshape(-1, d)[:, pi]).reshape(-1)
-        s += 1
-    if p["predictor"] == 1:                                                      # §4 scalar
-        for _ in range(p["repeat"]):
-            y = prd_values(P.astype(U), rec.dtype) * p["a"]
-            if p["b"] != 0:
-                y = y + p["b"]
-            P = prd_round(y, rec.dtype).astype(np.uint64)
-    elif p["predictor"] == 2:                                                    # §4 channel
-        c = np.frombuffer(bytes(decode_stream(f, t, s, rec.streams[s])), "<f4").reshape(2, -1)
-        if not np.all(np.isfinite(c)):                                           # [PRD-05]
-            raise CorruptPayload(f"[PRD-05] {rec.name!r}: a channel coefficient is not finite")
-        per = n // rec.shape[0]
-        alpha = np.repeat(c[0].astype(np.float64), per)
-        beta = np.repeat(c[1].astype(np.float64), per)
-        y = prd_values(P.astype(U), rec.dtype) * alpha
-        y = np.where(beta != 0, y + beta, y)
-        P = prd_round(y, rec.dtype).astype(np.uint64)
-    st = rec.streams[0]
-    z = np.frombuffer(bytes(decode_stream(f, t, 0, st)),
-                      PRD_UINT[DTYPES[st.stream_dtype].itemsize]).astype(np.uint64)
-    if p["order"] == 1:                                                          # §5.4
-        _, M, E, _ = PRD_FLOATS[rec.dtype]
-        key = (P >> np.uint64(M)) & np.uint64((1 << E) - 1)
-        zt = np.empty_like(z)
-        zt[np.argsort(key, kind="stable")] = z
-        z = zt
-    mask = np.uint64((1 << w) - 1) if w < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
-    if p["residual"] == 1:                                                       # §5.1 sub
-        d = (z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))
-        out = (P + d) & mask
-    elif p["residual"] == 2:                                                     # §5.2 xor
-        out = P ^ z
-    else:                                                                        # §5.3 quantized
-        q = ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
-        if q.size and int(np.abs(q).max()) > PRD_MAX_LEVEL:                      # [PRD-12]
-            raise CorruptPayload(f"[PRD-12] {rec.name!r}: a quantized level exceeds 2^28")
-        s64 = float(np.float32(p["step"]))
-        y = prd_values(P.astype(U), rec.dtype) + q.astype(np.float64) * s64
-        out = np.where(q == 0, P, prd_round(y, rec.dtype).astype(np.uint64))
-    return out.astype(U).tobytes()
-
-
-class PredictedRecord:
-    @staticmethod
-    def check(rec: TensorRecord) -> None:
-        p = prd_params(rec)                                                      # [PRD-01]
-        if rec.dtype not in PRD_FLOATS and (p["predictor"] or p["residual"] == 3 or p["order"]):
-            raise MalformedRecord(f"[PRD-04] {rec.name!r}: affine/quantized/exponent order need a float dtype")
-        if (p["permutation"] or p["predictor"] == 2) and not rec.shape:
-            raise MalformedRecord(f"[PRD-04] {rec.name!r}: a permutation or channel affine needs rank >= 1")
-        if bool(rec.record_flags & LOSSY) != (p["residual"] == 3):              # [PRD-03]
-            raise MalformedRecord(f"[PRD-03] {rec.name!r}: lossy flag and residual disagree")
-        want = prd_streams(rec, p)
-        if len(rec.streams) != len(want) or any(                                 # [PRD-02]
-                s.stream_dtype not in codes or tuple(s.stream_shape) != tuple(shape)
-                for s, (codes, shape) in zip(rec.streams, want)):
-            raise MalformedRecord(f"[PRD-02] {rec.name!r}: streams differ from §6")
-
-    @staticmethod
-    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
-        # §2.2: follow the chain R_0 = this record, R_1, ... to the first record not predicted
-        chain = [(f, t)]
-        seen = {(id(f), rec.name)}
-        while True:
-            cf, ct = chain[-1]
-            crec = cf.index.tensors[ct]
-            if crec.record_kind != 4:
-                break
-            p = prd_params(crec)
-            if len(chain) > PRD_MAX_DEPTH:                                       # [PRD-09]
-                raise LimitExceeded(f"[PRD-09] {rec.name!r}: more than 16 predicted records in the chain")
-            nf = prd_find_parent(p, crec.name) if p["source"] == 2 else cf      # [PRD-10]
-            if (id(nf), p["ref"]) in seen:                                       # [PRD-08]
-                raise MalformedRecord(f"[PRD-08] {rec.name!r}: reference cycle through {p['ref']!r}")
-            idx = [i for i, r in enumerate(nf.index.tensors) if r.name == p["ref"]]
-            if not idx:                                                          # [PRD-06]
-                raise MalformedRecord(f"[PRD-06] {crec.name!r}: no reference tensor {p['ref']!r}")
-            rrec = nf.index.tensors[idx[0]]
-            if rrec.dtype != crec.dtype or tuple(rrec.shape) != tuple(crec.shape):   # [PRD-07]
-                raise MalformedRecord(f"[PRD-07] {crec.name!r}: reference dtype/shape differ")
-            seen.add((id(nf), p["ref"]))
-            chain.append((nf, idx[0]))
-        # decode the base by its own kind, then each predicted level upwards, checking digests
-        bf, bt = chain[-1]
-        data = decode_tensor(bf, bt)
-        for cf, ct in reversed(chain[1:-1]):
-            crec = cf.index.tensors[ct]
-            data = prd_apply(cf, ct, crec, data)
-            if crec.sha256 is not None and hashlib.sha256(data).digest() != crec.sha256:
-                raise DigestMismatch(f"[REC-09] reference {crec.name!r}: SHA-256 disagrees")
-        return prd_apply(f, t, rec, data)
-
-
-RECORD_KINDS[4] = PredictedRecord
 
 
 def decode_tensor(f: WcodecFile, t: int) -> bytearray:
