@@ -270,9 +270,7 @@ def examine(r: SalvageReader, names=None) -> SalvageReport:
     rep.problems.extend(p for p in r.open_problems if p.get("offset") not in listed)
     bad_blocks = {}
     if r.index_state != "missing":
-        for b in range(len(r.blocks)):
-            if r.blocks[b].block_type != L.BLOCK_CHUNK:
-                continue
+        for b in range(len(r.blocks)):  # every block, optional ones too (BLK-01: verify reads all)
             try:
                 r.block_payload(b, r._owner.get(b))
             except FormatError as e:
