@@ -17,38 +17,61 @@ RANS_L = 1 << 16  # lower end of the normalized state interval [2^16, 2^32)
 
 
 # -- planes (spec/codecs/planes.md): rotate floats left by one bit, byte j of plane = byte size-1-j
+# One loop per element size, so that the byte moves are straight-line code.
 @njit(cache=True, nogil=True)
 def planes_encode(words, size, rotate, out):
     k = words.size
-    bits = 8 * size
-    for i in range(k):
-        t = np.int64(words[i])  # sizes 2 and 4 only: the rotation needs bits + 1 < 64
-        if rotate:
-            t = (t << 1) | (t >> (bits - 1))
-        for j in range(size):
-            out[j * k + i] = (t >> (8 * (size - 1 - j))) & 0xFF
+    if size == 2:
+        for i in range(k):
+            t = np.int64(words[i])
+            if rotate:
+                t = (t << 1) | (t >> 15)
+            out[i] = (t >> 8) & 0xFF
+            out[k + i] = t & 0xFF
+    else:  # size 4
+        for i in range(k):
+            t = np.int64(words[i])
+            if rotate:
+                t = (t << 1) | (t >> 31)
+            out[i] = (t >> 24) & 0xFF
+            out[k + i] = (t >> 16) & 0xFF
+            out[2 * k + i] = (t >> 8) & 0xFF
+            out[3 * k + i] = t & 0xFF
 
 
 @njit(cache=True, nogil=True)
 def planes_decode(planes, size, rotate, words):
     k = words.size
-    bits = 8 * size
-    for i in range(k):
-        t = np.int64(0)
-        for j in range(size):
-            t = (t << 8) | planes[j * k + i]
-        if rotate:
-            t = (t >> 1) | ((t & 1) << (bits - 1))
-        words[i] = t
+    if size == 2:
+        for i in range(k):
+            t = (np.int64(planes[i]) << 8) | np.int64(planes[k + i])
+            if rotate:
+                t = (t >> 1) | ((t & 1) << 15)
+            words[i] = t
+    else:  # size 4
+        for i in range(k):
+            t = (np.int64(planes[i]) << 24) | (np.int64(planes[k + i]) << 16) | \
+                (np.int64(planes[2 * k + i]) << 8) | np.int64(planes[3 * k + i])
+            if rotate:
+                t = (t >> 1) | ((t & 1) << 31)
+            words[i] = t
 
 
 # -- rans: encoder side ---------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def histogram(lane):
-    h = np.zeros(256, np.int64)
-    for i in range(lane.size):
-        h[lane[i]] += 1
-    return h
+    # four partial counts: runs of one value (exponents) would otherwise stall on one counter
+    h = np.zeros((4, 256), np.int64)
+    n = lane.size
+    m = n - n % 4
+    for i in range(0, m, 4):
+        h[0, lane[i]] += 1
+        h[1, lane[i + 1]] += 1
+        h[2, lane[i + 2]] += 1
+        h[3, lane[i + 3]] += 1
+    for i in range(m, n):
+        h[0, lane[i]] += 1
+    return h[0] + h[1] + h[2] + h[3]
 
 
 @njit(cache=True, nogil=True)
@@ -351,3 +374,4 @@ def rans_decode4(states, words, ent, scale_log2, out):
         x[j] = xj
         i += 1
     return x, p, True
+
