@@ -27,6 +27,8 @@ from .errors import (
 from .limits import Limits
 from .reader import Reader
 from .writer import EncodeOptions, Writer
+from . import sensitivity  # noqa: E402
+from .sensitivity import profile_sensitivity  # noqa: E402  (issue 6, docs/factors.md)
 
 __version__ = "0.1.0"
 FORMAT_VERSION = (1, 0)

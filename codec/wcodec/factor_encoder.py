@@ -223,5 +223,65 @@ def _by_params(x, shape, fz, target, modes, cores, codec) -> Factorization:
     return best
 
 
+
+
+# -- automatic mode: a factorization only where it beats quantization at equal size -------------
+def coded_size(rec, options=None) -> int:
+    """Bytes a record occupies: params plus every stream's chunk payloads through its real codec
+    chain (stored raw where the chain does not shrink it, as the writer does)."""
+    total = len(rec.params)
+    for plan in rec.streams:
+        n, ce = plan.elements.size, plan.chunk_elements
+        coded = sum(len(plan.chain.encode_chunk(plan.elements[c * ce:(c + 1) * ce], plan.dtype))
+                    for c in range(-(-n // ce)))
+        total += min(coded, n * plan.dtype.itemsize)
+    return total
+
+
+def _mse(rec, x, dtype):
+    return rec.error["mean_squared_error"] if rec.error else 0.0
+
+
+def choose(dtype, shape, elements, options, *, step: float, quantizer: str = "uniform",
+           scale_mode: str = "tensor", ranks=(4, 8, 16, 32), factor_codec="q8",
+           act_scale=None, methods=("low_rank",)) -> dict:
+    """Pick the record for one float tensor at a given quantization step: plain quantization
+    (record kind 2) or a factor record whose residual is quantized with the same step, quantizer
+    and scale layout (a quantized base plus a low-rank part). Both are encoded for real; a factor
+    record is chosen only when its coded size is smaller AND its squared error is no larger, so
+    it never loses to quantization at equal size. Returns {kind, options, size, mse, candidates}."""
+    from .records.factors import Factors
+    from .records.quantized import Quantized
+    x = Q.to_float64(elements, dtype)
+    q_kw = dict(step=step, quantizer=quantizer, scale_mode=scale_mode) if scale_mode == "tensor" \
+        else dict(rel_step=step, quantizer=quantizer, scale_mode=scale_mode)
+    q = Quantized.encode(dtype, shape, elements, options, **q_kw)
+    best = dict(kind=Quantized, options=q_kw, size=coded_size(q, options),
+                mse=_mse(q, x, dtype))
+    cands = [dict(what="quantized", size=best["size"], mse=best["mse"])]
+    rows, cols = Q.matrix_shape(shape)
+    res_kw = dict(residual="quantized", residual_quantizer=quantizer,
+                  residual_scales="tensor" if scale_mode == "tensor" else "channel",
+                  **({"residual_step": step} if scale_mode == "tensor"
+                     else {"residual_rel_step": step}))
+    for method in methods:
+        for r in ranks:
+            if r >= min(rows, cols):
+                continue
+            kw = dict(method=method, rank=r, codec=factor_codec, act_scale=act_scale, **res_kw)
+            if method != "low_rank":
+                kw.pop("act_scale")
+            try:
+                rec = Factors.encode(dtype, shape, elements, options, **kw)
+            except Exception:            # a candidate that cannot be built is simply not chosen
+                continue
+            size, mse = coded_size(rec, options), _mse(rec, x, dtype)
+            cands.append(dict(what=f"{method} r={r} + quantized residual", size=size, mse=mse))
+            if size < best["size"] and mse <= best["mse"]:
+                best = dict(kind=Factors, options=kw, size=size, mse=mse)
+    best["candidates"] = cands
+    return best
+
+
 __all__ = ["decompose", "parse_codec", "factor_rows", "low_rank", "hosvd", "tt_svd",
-           "param_count"]
+           "param_count", "coded_size", "choose"]
