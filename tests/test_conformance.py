@@ -110,8 +110,6 @@ NOT_BY_VECTOR = {
 PENDING = {
     **{f"PRD-{i:02d}": "record kind 4 'predicted': no vectors published yet"
        for i in range(1, 13)},
-    **{f"FAC-{i:02d}": "record kind 5 'factors': no vectors published yet"
-       for i in range(1, 11)},
 }
 
 
