@@ -1284,6 +1284,245 @@ class BandsRecord:
 RECORD_KINDS[3] = BandsRecord
 
 
+# ================================================================ record kind 4 `predicted` (records/predicted.md)
+# decoded = residual applied to predictor(permutation(reference)). The reference is a tensor of
+# this file (source 1) or of a parent file (source 2) found by the SHA-256 of its whole content
+# next to the input file. Chains of references are followed and checked before anything is
+# decoded: at each step depth <= 16 [PRD-09], parent located [PRD-10], no cycle [PRD-08], the
+# reference exists [PRD-06] with the record's dtype and shape [PRD-07].
+# | PredHeader | source u8 | predictor u8 | permutation u8 | residual u8 | order u8 | reserved u8 |
+#   repeat u16 | a f64 | b f64 | step f32 | reserved u32 | parent_sha256 [32] |
+# | ref_name_length u16 | ref_name | hint_length u16 | hint |
+class UnresolvedReference(WcodecError): """a predicted record's parent file is missing or has changed"""
+
+
+PRD_HEAD = struct.Struct("<BBBBBBHddfI32s")
+PRD_MAX_DEPTH, PRD_MAX_REPEAT, PRD_MAX_LEVEL = 16, 1024, 1 << 28
+# float dtype code -> (numpy dtype or None for bfloat16, mantissa bits M, exponent bits E, canonical NaN)
+PRD_FLOATS = {1: ("<f8", 52, 11, 0x7FF8000000000000), 2: ("<f4", 23, 8, 0x7FC00000),
+              3: ("<f2", 10, 5, 0x7E00), 4: (None, 7, 8, 0x7FC0)}
+PRD_UINT = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+PRD_PARENTS = {}    # parent SHA-256 -> opened WcodecFile (each parent is read once)
+
+
+def prd_params(rec: TensorRecord) -> dict:
+    P = bytes(rec.params)
+    bad = lambda m: MalformedRecord(f"[PRD-01] {rec.name!r}: {m}")              # noqa: E731
+    if len(P) < PRD_HEAD.size + 4:
+        raise bad("params shorter than 68 bytes")
+    src, pred, perm, res, order, r0, repeat, a, b, step, r1, sha = PRD_HEAD.unpack_from(P)
+    if r0 or r1:                                                                 # [RSV-01]
+        raise MalformedRecord(f"[RSV-01] {rec.name!r}: reserved predicted params are not zero")
+    n = struct.unpack_from("<H", P, 64)[0]
+    if not 1 <= n <= 1024 or 66 + n + 2 > len(P):
+        raise bad("ref_name_length")
+    ref = utf8(P[66:66 + n], "ref_name")
+    h = struct.unpack_from("<H", P, 66 + n)[0]
+    if h > 255 or 68 + n + h != len(P):
+        raise bad("hint_length, or params do not end after the hint")
+    hint = utf8(P[68 + n:], "hint")
+    if src not in (1, 2) or pred > 2 or perm > 2 or res not in (1, 2, 3) or order > 1:
+        raise bad("source, predictor, permutation, residual or order out of range")
+    if src == 1 and (any(sha) or h):
+        raise bad("a same-file reference has a zero parent_sha256 and no hint")
+    if h and ("/" in hint or "\\" in hint or "\x00" in hint or hint in (".", "..")):
+        raise bad("the hint is not a base name")
+    zero = lambda v, fmt: struct.pack(fmt, v) == bytes(struct.calcsize(fmt))    # noqa: E731
+    if pred == 1:
+        if not (1 <= repeat <= PRD_MAX_REPEAT and np.isfinite(a) and np.isfinite(b)):
+            raise bad("scalar affine needs repeat 1..1024 and finite a, b")
+    elif repeat or not zero(a, "<d") or not zero(b, "<d"):
+        raise bad("repeat, a and b are zero unless the predictor is scalar affine")
+    if res == 3:
+        if not (np.isfinite(step) and step > 0):
+            raise bad("a quantized residual needs a finite step > 0")
+    elif not zero(step, "<f"):
+        raise bad("step is +0.0 unless the residual is quantized")
+    return dict(source=src, predictor=pred, permutation=perm, residual=res, order=order,
+                repeat=repeat, a=a, b=b, step=step, sha=sha, ref=ref, hint=hint)
+
+
+def prd_streams(rec: TensorRecord, p: dict) -> list:
+    """[(allowed stream dtype codes, shape)] of §6: residual, permutation, coefficients."""
+    size = DTYPES[rec.dtype].itemsize
+    out = [((11, 12, 13) if p["residual"] == 3 else ({1: 11, 2: 12, 4: 13, 8: 14}[size],),
+            (rec.elements,))]
+    if p["permutation"]:
+        out.append(((12, 13), (rec.shape[0] if p["permutation"] == 1 else rec.shape[-1],)))
+    if p["predictor"] == 2:
+        out.append(((2,), (2, rec.shape[0])))
+    return out
+
+
+def prd_values(bits: np.ndarray, code: int) -> np.ndarray:
+    """float64(p) of §4: the exact binary64 value of each bit pattern."""
+    npd = PRD_FLOATS[code][0]
+    with np.errstate(invalid="ignore"):
+        if npd is None:                                  # bfloat16: the upper half of a binary32
+            return (bits.astype(np.uint32) << np.uint32(16)).view("<f4").astype(np.float64)
+        return bits.view(npd).astype(np.float64)
+
+
+def prd_round(y: np.ndarray, code: int) -> np.ndarray:
+    """round_T of §4: one rounding to nearest even, overflow to infinity, canonical NaN."""
+    npd, M, E, nan = PRD_FLOATS[code]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if npd is not None:
+            out = y.astype(npd).view(PRD_UINT[int(npd[-1])]).copy()
+        else:
+            # binary32 rounded *to odd*, then to 16 bits to nearest even: one correct rounding
+            f = y.astype("<f4")
+            bits = f.view("<u4").copy()
+            back = f.astype(np.float64)
+            fin = np.isfinite(y)
+            bits[fin & (np.abs(back) > np.abs(y))] -= np.uint32(1)          # was rounded away
+            bits[fin & (back != y)] |= np.uint32(1)                          # inexact: odd
+            bits[fin & ~np.isfinite(f)] = (bits[fin & ~np.isfinite(f)] & np.uint32(0x80000000)) \
+                | np.uint32(0x7F7FFFFF)                                      # beyond binary32
+            lsb = (bits >> np.uint32(16)) & np.uint32(1)
+            out = ((bits + np.uint32(0x7FFF) + lsb) >> np.uint32(16)).astype("<u2")
+    out[np.isnan(y)] = nan
+    return out
+
+
+def prd_find_parent(p: dict, name: str):
+    """[PRD-10] the file next to the input whose SHA-256 is parent_sha256 (hint tried first)."""
+    sha = p["sha"]
+    if sha in PRD_PARENTS:
+        return PRD_PARENTS[sha]
+    folder = os.path.dirname(os.path.abspath(sys.argv[1]))
+    names = sorted(os.listdir(folder))
+    if p["hint"] in names:
+        names.remove(p["hint"])
+        names.insert(0, p["hint"])
+    changed = False
+    for n in names:
+        path = os.path.join(folder, n)
+        if not os.path.isfile(path):
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if hashlib.sha256(data).digest() == sha:
+            PRD_PARENTS[sha] = open_wcodec(memoryview(data))
+            return PRD_PARENTS[sha]
+        changed = changed or n == p["hint"]
+    what = f"{p['hint']!r} has changed (its SHA-256 differs)" if changed else "is missing"
+    raise UnresolvedReference(f"[PRD-10] tensor {name!r}: parent file {sha.hex()} {what}")
+
+
+def prd_apply(f: WcodecFile, t: int, rec: TensorRecord, ref: bytes) -> bytes:
+    """Steps 3-5 of §7: permutation, predictor, residual, given the reference's decoded bytes."""
+    p = prd_params(rec)
+    size = DTYPES[rec.dtype].itemsize
+    w, U = 8 * size, PRD_UINT[size]
+    n = rec.elements
+    P = np.frombuffer(bytes(ref), U).astype(np.uint64)
+    s = 1
+    if p["permutation"]:                                                         # §3
+        d = rec.shape[0] if p["permutation"] == 1 else rec.shape[-1]
+        st = rec.streams[s]
+        pi = np.frombuffer(bytes(decode_stream(f, t, s, st)), PRD_UINT[DTYPES[st.stream_dtype].itemsize])
+        pi = pi.astype(np.int64)
+        if pi.size != d or (d and (pi.min() < 0 or pi.max() >= d)) \
+                or len(set(pi.tolist())) != d:                                   # [PRD-05]
+            raise CorruptPayload(f"[PRD-05] {rec.name!r}: the stored permutation is not one")
+        P = (P.reshape(d, -1)[pi] if p["permutation"] == 1 else P.reshape(-1, d)[:, pi]).reshape(-1)
+        s += 1
+    if p["predictor"] == 1:                                                      # §4 scalar
+        for _ in range(p["repeat"]):
+            y = prd_values(P.astype(U), rec.dtype) * p["a"]
+            if p["b"] != 0:
+                y = y + p["b"]
+            P = prd_round(y, rec.dtype).astype(np.uint64)
+    elif p["predictor"] == 2:                                                    # §4 channel
+        c = np.frombuffer(bytes(decode_stream(f, t, s, rec.streams[s])), "<f4").reshape(2, -1)
+        if not np.all(np.isfinite(c)):                                           # [PRD-05]
+            raise CorruptPayload(f"[PRD-05] {rec.name!r}: a channel coefficient is not finite")
+        per = n // rec.shape[0]
+        alpha = np.repeat(c[0].astype(np.float64), per)
+        beta = np.repeat(c[1].astype(np.float64), per)
+        y = prd_values(P.astype(U), rec.dtype) * alpha
+        y = np.where(beta != 0, y + beta, y)
+        P = prd_round(y, rec.dtype).astype(np.uint64)
+    st = rec.streams[0]
+    z = np.frombuffer(bytes(decode_stream(f, t, 0, st)),
+                      PRD_UINT[DTYPES[st.stream_dtype].itemsize]).astype(np.uint64)
+    if p["order"] == 1:                                                          # §5.4
+        _, M, E, _ = PRD_FLOATS[rec.dtype]
+        key = (P >> np.uint64(M)) & np.uint64((1 << E) - 1)
+        zt = np.empty_like(z)
+        zt[np.argsort(key, kind="stable")] = z
+        z = zt
+    mask = np.uint64((1 << w) - 1) if w < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    if p["residual"] == 1:                                                       # §5.1 sub
+        d = (z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))
+        out = (P + d) & mask
+    elif p["residual"] == 2:                                                     # §5.2 xor
+        out = P ^ z
+    else:                                                                        # §5.3 quantized
+        q = ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
+        if q.size and int(np.abs(q).max()) > PRD_MAX_LEVEL:                      # [PRD-12]
+            raise CorruptPayload(f"[PRD-12] {rec.name!r}: a quantized level exceeds 2^28")
+        s64 = float(np.float32(p["step"]))
+        y = prd_values(P.astype(U), rec.dtype) + q.astype(np.float64) * s64
+        out = np.where(q == 0, P, prd_round(y, rec.dtype).astype(np.uint64))
+    return out.astype(U).tobytes()
+
+
+class PredictedRecord:
+    @staticmethod
+    def check(rec: TensorRecord) -> None:
+        p = prd_params(rec)                                                      # [PRD-01]
+        if rec.dtype not in PRD_FLOATS and (p["predictor"] or p["residual"] == 3 or p["order"]):
+            raise MalformedRecord(f"[PRD-04] {rec.name!r}: affine/quantized/exponent order need a float dtype")
+        if (p["permutation"] or p["predictor"] == 2) and not rec.shape:
+            raise MalformedRecord(f"[PRD-04] {rec.name!r}: a permutation or channel affine needs rank >= 1")
+        if bool(rec.record_flags & LOSSY) != (p["residual"] == 3):              # [PRD-03]
+            raise MalformedRecord(f"[PRD-03] {rec.name!r}: lossy flag and residual disagree")
+        want = prd_streams(rec, p)
+        if len(rec.streams) != len(want) or any(                                 # [PRD-02]
+                s.stream_dtype not in codes or tuple(s.stream_shape) != tuple(shape)
+                for s, (codes, shape) in zip(rec.streams, want)):
+            raise MalformedRecord(f"[PRD-02] {rec.name!r}: streams differ from §6")
+
+    @staticmethod
+    def decode(f: WcodecFile, t: int, rec: TensorRecord) -> bytes:
+        # §2.2: follow the chain R_0 = this record, R_1, ... to the first record not predicted
+        chain = [(f, t)]
+        seen = {(id(f), rec.name)}
+        while True:
+            cf, ct = chain[-1]
+            crec = cf.index.tensors[ct]
+            if crec.record_kind != 4:
+                break
+            p = prd_params(crec)
+            if len(chain) > PRD_MAX_DEPTH:                                       # [PRD-09]
+                raise LimitExceeded(f"[PRD-09] {rec.name!r}: more than 16 predicted records in the chain")
+            nf = prd_find_parent(p, crec.name) if p["source"] == 2 else cf      # [PRD-10]
+            if (id(nf), p["ref"]) in seen:                                       # [PRD-08]
+                raise MalformedRecord(f"[PRD-08] {rec.name!r}: reference cycle through {p['ref']!r}")
+            idx = [i for i, r in enumerate(nf.index.tensors) if r.name == p["ref"]]
+            if not idx:                                                          # [PRD-06]
+                raise MalformedRecord(f"[PRD-06] {crec.name!r}: no reference tensor {p['ref']!r}")
+            rrec = nf.index.tensors[idx[0]]
+            if rrec.dtype != crec.dtype or tuple(rrec.shape) != tuple(crec.shape):   # [PRD-07]
+                raise MalformedRecord(f"[PRD-07] {crec.name!r}: reference dtype/shape differ")
+            seen.add((id(nf), p["ref"]))
+            chain.append((nf, idx[0]))
+        # decode the base by its own kind, then each predicted level upwards, checking digests
+        bf, bt = chain[-1]
+        data = decode_tensor(bf, bt)
+        for cf, ct in reversed(chain[1:-1]):
+            crec = cf.index.tensors[ct]
+            data = prd_apply(cf, ct, crec, data)
+            if crec.sha256 is not None and hashlib.sha256(data).digest() != crec.sha256:
+                raise DigestMismatch(f"[REC-09] reference {crec.name!r}: SHA-256 disagrees")
+        return prd_apply(f, t, rec, data)
+
+
+RECORD_KINDS[4] = PredictedRecord
+
+
 # ================================================================ record kind 5 `factors` (records/factors.md)
 # The tensor is the product of factors (low-rank U.V, Tucker core x factors, tensor-train cores),
 # each factor its own stream (float values, or zigzag levels + scales of quantization.md), then an

@@ -44,7 +44,7 @@ DEFAULT_OUT = ROOT / "conformance" / "vectors"
 DEFAULT_MANIFEST = ROOT / "conformance" / "manifest.json"
 ERROR_CLASSES = ["BadMagic", "UnsupportedVersion", "UnsupportedFeature", "Truncated",
                  "ChecksumMismatch", "LayoutError", "MalformedRecord", "LimitExceeded",
-                 "CorruptPayload", "DigestMismatch"]
+                 "CorruptPayload", "DigestMismatch", "UnresolvedReference"]
 
 
 @dataclass
@@ -1951,7 +1951,9 @@ from vectors_rans import batch_rans_1_0  # noqa: E402  (lane method rans, spec/c
 
 from vectors_factors import batch_factors_1_0  # noqa: E402  (record kind 5, spec/records/factors.md)
 
-BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b, batch_rans_1_0, batch_factors_1_0]
+from vectors_predicted import batch_predicted_1_0  # noqa: E402  (record kind 4, spec/records/predicted.md)
+
+BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b, batch_rans_1_0, batch_factors_1_0, batch_predicted_1_0]
 from vectors_hardening import batch_hardening_1_0  # noqa: E402  (issue 8: declared, unbacked sizes)
 BATCHES.append(batch_hardening_1_0)
 
@@ -1975,6 +1977,9 @@ def generate() -> tuple[list[Vector], dict]:
         e["description"] = v.description
         if v.note:
             e["note"] = v.note
+        if getattr(v, "parents", None):
+            # files the decoder finds next to this one (predicted records, source 2); optional
+            e["parents"] = list(v.parents)
         e["size"] = len(v.data)
         e["sha256"] = V.sha256(v.data)
         if v.tensors is not None:

@@ -38,7 +38,7 @@ MANIFEST_SCHEMA = "wcodec.conformance.manifest/1"
 REPORT_SCHEMA = "wcodec.conformance.report/1"
 ERROR_CLASSES = ("BadMagic", "UnsupportedVersion", "UnsupportedFeature", "Truncated",
                  "ChecksumMismatch", "LayoutError", "MalformedRecord", "LimitExceeded",
-                 "CorruptPayload", "DigestMismatch")
+                 "CorruptPayload", "DigestMismatch", "UnresolvedReference")
 _CLASS_RE = re.compile(r"\b(" + "|".join(ERROR_CLASSES) + r")\b")
 # safetensors dtype strings -> spec dtype names (spec/container.md §7.1)
 SAFETENSORS_DTYPES = {
