@@ -385,3 +385,34 @@ def test_params_reserved_and_length():
         PredParams.unpack(good_params().pack() + b"\x00")
     good = PredParams.unpack(good_params(predictor=1, a=0.5, b=-0.0, repeat=1024).pack())
     assert good.repeat == 1024
+
+
+def test_aligned_layer_prediction(tmp_path):
+    """Hidden units matched by the assignment solver; the encoder picks the predicted record with
+    the permuted reference by coded size, and decoding restores the layer's own order."""
+    from scipy.optimize import linear_sum_assignment
+    from wcodec.records.predicted_encoder import choose
+    from wcodec.writer import EncodeOptions
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((64, 32)).astype(np.float32)
+    true = rng.permutation(64)
+    b = (a[true] + rng.standard_normal(a.shape) * 1e-4).astype(np.float32)
+    fa = a / np.linalg.norm(a, axis=1, keepdims=True)
+    fb = b / np.linalg.norm(b, axis=1, keepdims=True)
+    _, perm = linear_sum_assignment(-(fb @ fa.T))
+    assert (perm == true).all()
+    ra, rb = bits(a, F32), bits(b, F32)
+    c = choose("b", F32, a.shape, rb, ra, Reference("a"), EncodeOptions(),
+               extra=[dict(predictor="identity", permutation="rows", perm=perm, residual="sub")])
+    assert c.kind is Predicted and c.options["permutation"] == "rows"
+    assert c.size < 0.8 * c.intra_size
+    # unrelated data: intra is kept, never a larger predicted record
+    noise = bits(rng.standard_normal(a.shape).astype(np.float32), F32)
+    c2 = choose("n", F32, a.shape, noise, ra, Reference("a"), EncodeOptions(),
+                extra=[dict(predictor="identity", permutation="rows", perm=perm,
+                            residual="sub")])
+    assert c2.size <= c2.intra_size
+    write(tmp_path / "m.wcodec", [("a", F32, a.shape, ra, None),
+                                  ("b", F32, a.shape, rb, dict(c.options))])
+    got, _ = read_all(tmp_path / "m.wcodec")
+    assert got["b"].tobytes() == rb.tobytes()

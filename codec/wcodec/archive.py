@@ -158,7 +158,11 @@ class Archive:
                             tuple(ref_state[tname][1]) == tuple(shape):
                         ref = ref_state[tname][2].view(dtype.uint)
                     step = None
-                    if lossy_step and ref is not None and dtype.name in FLOAT_DTYPES:
+                    # vectors (biases, LayerNorm) are few weights but sensitive, and a step
+                    # relative to a LayerNorm gain's RMS (~1) would erase every update: they
+                    # stay lossless
+                    if lossy_step and ref is not None and dtype.name in FLOAT_DTYPES \
+                            and len(shape) >= 2:
                         step = _abs_step(elements, dtype, lossy_step)
                     c = choose(tname, dtype, shape, elements, ref,
                                Reference(tname, parent_sha, parent["file"] if parent else ""),
