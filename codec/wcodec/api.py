@@ -26,15 +26,28 @@ def save_file(tensors: dict, filename: str | os.PathLike, metadata: dict | None 
               chunk_elements: int | None = None, level: int | None = None,
               threads: int | None = None, sha256: bool = True, alignment_log2: int | None = None,
               codec: str | None = None, bands: int | None = None,
-              band_options: dict | None = None) -> None:
+              band_options: dict | None = None, bits_per_weight: float | None = None,
+              target_snr: float | None = None, max_rel_error: float | None = None,
+              model=None, inputs=None, forward=None) -> dict | None:
     """Encode a dict of torch tensors to `filename` losslessly. The tensors are not modified.
     `bands=N` stores every float tensor as a band record of N bands (`band_options`: the fields
-    of wcodec.bandplan.BandConfig, e.g. band1_bits=4, refine_bits=4, lossless=True)."""
+    of wcodec.bandplan.BandConfig, e.g. band1_bits=4, refine_bits=4, lossless=True).
+    Lossy: one of `bits_per_weight`, `target_snr` (dB), `max_rel_error` picks a tool and a step
+    per tensor by rate-distortion optimisation (wcodec.ratecontrol, docs/lossy.md); with `model`
+    (an nn.Module) and calibration `inputs`, or `forward(state) -> output`, tensors are weighted
+    by their sensitivity. Returns the rate-control report for a lossy encode."""
     from .torch_interop import tensor_to_raw
 
     if not isinstance(tensors, dict):
         raise InputError("save_file takes a dict of name -> torch.Tensor")
     opts = _options(chunk_elements, level, threads, sha256, alignment_log2, codec)
+    if any(v is not None for v in (bits_per_weight, target_snr, max_rel_error)):
+        if bands is not None:
+            raise InputError("bands= and a lossy target cannot be combined")
+        from .ratecontrol import encode_model
+        return encode_model(tensors, filename, model=model, inputs=inputs, forward=forward,
+                            bits_per_weight=bits_per_weight, target_snr=target_snr,
+                            max_rel_error=max_rel_error, options=opts, metadata=metadata)
     band_kw = None
     if bands is not None:
         from . import bandplan as _bands

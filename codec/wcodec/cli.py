@@ -84,6 +84,13 @@ def encode(
                                        "1's quantizer, dependent (trellis) or uniform."),
     lossy_bands: bool = typer.Option(False, "--lossy-bands", help="With --bands: no exact "
                                      "remainder band; the last band is quantized too."),
+    bits_per_weight: Optional[float] = typer.Option(None, "--bits-per-weight", help="Lossy: at "
+                                                    "most B bits per float weight (file size), "
+                                                    "least error (docs/lossy.md)."),
+    target_snr: Optional[float] = typer.Option(None, "--target-snr", help="Lossy: the model's "
+                                               "SNR at least D dB, fewest bits."),
+    max_rel_error: Optional[float] = typer.Option(None, "--max-rel-error", help="Lossy: every "
+                                                  "float tensor's ||x - y|| / ||x|| at most E."),
 ):
     """Encode weights losslessly into the wcodec format."""
     from . import formats
@@ -112,6 +119,20 @@ def encode(
                                   band1_step=band1_step, refine_bits=band_bits,
                                   quantizer=band_quantizer, scales=band_scales,
                                   lossless=not lossy_bands)
+        from .cli_lossy import encode_file_lossy, summary, target_from_options
+        lossy = target_from_options(bits_per_weight, target_snr, max_rel_error)
+        if lossy is not None:
+            if bands is not None:
+                fail("--bands and a lossy target (--bits-per-weight, --target-snr, "
+                     "--max-rel-error) cannot be combined", EXIT_USAGE)
+            for src, target, enc in jobs:
+                if enc:
+                    rep = encode_file_lossy(src, target, opts, lossy)
+                    if not quiet:
+                        typer.echo(summary(rep), err=True)
+                else:
+                    formats.copy_file(src, target)
+            return
         with progress_bar(show_progress(quiet), total, "encoding") as advance:
             results = []
             for src, target, enc in jobs:

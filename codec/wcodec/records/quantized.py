@@ -124,13 +124,30 @@ def element_scales(p: QuantParams, rows: int, cols: int, scales: np.ndarray | No
     return s.reshape(rows, per_row)[:, np.arange(cols) // p.group_size]
 
 
+def unzigzag(z: np.ndarray) -> np.ndarray:
+    """Zigzag values (uint8/16/32) to signed levels as int32: k = (z >> 1) XOR −(z AND 1).
+    Callers check z ≤ 2^29 (|k| ≤ 2^28, QNT-06) first, so int32 holds every k and 2k."""
+    h = (z >> 1).astype(np.int32)
+    return h ^ -(z & 1).astype(np.int32)
+
+
+def fast_multipliers(k: np.ndarray, quantizer: int) -> np.ndarray:
+    """The same integers as quant.multipliers, in k's own integer type (int32 on decode)."""
+    if quantizer == QUANTIZER_UNIFORM:
+        return k
+    a = dependent_selector(k)
+    m = k * 2
+    m -= a * np.sign(k)
+    return m
+
+
 def reconstruct(levels: np.ndarray, p: QuantParams, shape, dtype: D.DType,
                 scales: np.ndarray | None) -> np.ndarray:
-    """Levels in tensor order (int64, n) to the tensor's bit patterns (QNT-09):
+    """Levels in tensor order (int32 or int64, n) to the tensor's bit patterns (QNT-08):
     y = float64(m) × float64(s), then one rounding to the dtype (spec/quantization.md §4)."""
     rows, cols = rows_cols(shape)
-    m = multipliers(np.asarray(levels, np.int64).reshape(rows, cols), p.quantizer)
-    y = m.astype(np.float64) * element_scales(p, rows, cols, scales)
+    m = fast_multipliers(np.asarray(levels).reshape(rows, cols), p.quantizer)
+    y = m * element_scales(p, rows, cols, scales)      # int × binary64: one rounding each
     return Q.round_to_dtype(y.reshape(-1), dtype)
 
 
@@ -275,7 +292,11 @@ class Quantized(RecordKind):
         per_class = []
         for c in range(p.class_count):
             sd = _level_dtype(record.streams[c].stream_dtype)
-            per_class.append(zigzag_decode(streams[c].view(sd.uint)))
+            z = streams[c].view(sd.uint)
+            if z.size and int(z.max()) > 2 * MAX_LEVEL:     # z ≤ 2^29 ⟺ |k| ≤ 2^28
+                raise CorruptPayload("a level exceeds 2^28 in magnitude", rule="QNT-06",
+                                     tensor=name)
+            per_class.append(unzigzag(z))
         i = p.class_count
         if p.class_count > 1:
             cmap = streams[i].view(np.uint8)
@@ -289,15 +310,12 @@ class Quantized(RecordKind):
                     raise CorruptPayload(f"class {c} has {counts[c]} rows, its stream "
                                          f"{per_class[c].size} levels", rule="QNT-05",
                                          tensor=name)
-            k = np.empty((rows, cols), np.int64)
+            k = np.empty((rows, cols), np.int32)
             for c in range(p.class_count):
                 k[cmap == c] = per_class[c].reshape(-1, cols)
             levels = k.reshape(-1)
         else:
             levels = per_class[0]
-        if levels.size and int(np.abs(levels).max()) > MAX_LEVEL:
-            raise CorruptPayload("a level exceeds 2^28 in magnitude", rule="QNT-06",
-                                 tensor=name)
         scales = None
         if p.scale_mode != SCALE_TENSOR:
             scales = streams[i].view("<f4")

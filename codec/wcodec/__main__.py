@@ -1,0 +1,4 @@
+"""`python -m wcodec`: the same command line as `wcodec`."""
+from .cli import entry
+
+entry()

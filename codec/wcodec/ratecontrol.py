@@ -1,0 +1,496 @@
+"""Rate control for lossy encoding: one tool and one step per tensor, chosen by rate–distortion
+optimisation under a global target (spec/records/quantized.md §5, docs/lossy.md).
+
+Targets (exactly one):
+- `bits_per_weight=B`: the file holds at most B bits per float weight (file bytes × 8 / weights),
+  with the least (sensitivity-weighted) squared error;
+- `target_snr=D`: the whole model's SNR, 10·log10(Σx² / Σ(x − y)²) over every float weight, is at
+  least D dB, with the fewest bits;
+- `max_rel_error=E`: every float tensor has ‖x − y‖ / ‖x‖ ≤ E, with the fewest bits.
+
+How: every float tensor gets a model of rate and distortion as functions of its step, measured on a
+sample of its rows (uniform-quantizer entropy and error on a grid of steps, corrected by running
+the actual dependent quantizer and the actual codec chain on the sample at the operating point).
+Steps follow the equal-slope rule of Lagrangian allocation, Δ_t = c / √w_t (w_t the tensor's
+sensitivity, 1 without calibration), and c is found by bisection on the target. Each tensor then
+takes the cheapest candidate tool at its slope: `quantized` (dependent quantizer, optional row
+classes) or `plain` (lossless) where quantizing would not save bits. After encoding, the file's real
+size is checked; a file over a bits-per-weight budget is encoded again with coarser steps, so the
+budget always holds.
+
+`CANDIDATE_KINDS` lists the candidates. Not candidates: `bands` (a lossy band record at one rate is
+a quantized record plus per-band streams, so it never costs fewer bits at the same error; use
+`--bands` when progressive decoding is the point), `predicted` (needs a parent tensor or file) and
+`factors` (not evaluated here).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes as D
+from .errors import InputError
+from .records import Plain
+from .records.quantized import (
+    FLOAT_DTYPES,
+    QUANTIZER_DEPENDENT,
+    Quantized,
+    default_rate_table,
+    level_streams,
+    quantize_levels,
+    reconstruct,
+    row_classes,
+    rows_cols,
+    to_float64,
+)
+
+CANDIDATE_KINDS = ("plain", "quantized")
+SAMPLE_ELEMENTS = 1 << 15
+RECORD_OVERHEAD_BYTES = 160      # index record + block framing + alignment, per stream (estimate)
+CLASS_CHOICES = (1, 4, 8)
+
+
+@dataclass
+class Target:
+    bits_per_weight: float | None = None
+    target_snr: float | None = None
+    max_rel_error: float | None = None
+
+    def __post_init__(self):
+        given = [v for v in (self.bits_per_weight, self.target_snr, self.max_rel_error)
+                 if v is not None]
+        if len(given) != 1:
+            raise InputError("give exactly one of bits_per_weight, target_snr, max_rel_error")
+        if self.bits_per_weight is not None and not self.bits_per_weight > 0:
+            raise InputError("bits_per_weight must be > 0")
+        if self.max_rel_error is not None and not self.max_rel_error > 0:
+            raise InputError("max_rel_error must be > 0")
+
+    def describe(self) -> str:
+        if self.bits_per_weight is not None:
+            return f"{self.bits_per_weight:g} bits/weight"
+        if self.target_snr is not None:
+            return f"SNR ≥ {self.target_snr:g} dB"
+        return f"relative error ≤ {self.max_rel_error:g} per tensor"
+
+
+@dataclass
+class TensorModel:
+    """What rate control knows about one tensor."""
+
+    name: str
+    dtype: D.DType
+    shape: tuple
+    raw: np.ndarray                      # bit patterns (1-D unsigned view)
+    x: np.ndarray | None = None          # binary64 values (float tensors that can be quantized)
+    n: int = 0
+    weight: float = 1.0                  # sensitivity (weighted squared error = weight × SSE)
+    power: float = 0.0                   # mean x²
+    sample: np.ndarray | None = None     # (rows, cols) rows of x
+    grid: np.ndarray | None = None       # log2 of uniform steps q
+    h_u: np.ndarray | None = None        # uniform entropy (bits/element) at each q
+    d_u: np.ndarray | None = None        # uniform MSE at each q
+    r_corr: float = 0.0                  # coded DQ bits − uniform entropy at q = 2Δ
+    d_ratio: float = 0.82                # DQ MSE / uniform MSE at q = 2Δ
+    lossless_bits: float = 0.0           # bits/element as a plain record (estimate)
+    classes: int = 1
+    # decision
+    kind: str = "plain"
+    step: float = 0.0
+    lam: float = 0.0
+    est_bits: float = 0.0                # whole tensor, estimated
+    est_sse: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def quantizable(self) -> bool:
+        return self.x is not None
+
+
+def _sample_rows(x2: np.ndarray, rng) -> np.ndarray:
+    rows, cols = x2.shape
+    if rows * cols <= SAMPLE_ELEMENTS:
+        return x2
+    if rows == 1:
+        return x2[:, :SAMPLE_ELEMENTS]
+    take = max(1, SAMPLE_ELEMENTS // max(cols, 1))
+    idx = np.sort(rng.choice(rows, size=min(take, rows), replace=False))
+    return x2[idx]
+
+
+def _entropy(levels: np.ndarray) -> float:
+    """Order-0 entropy in bits per element."""
+    v = levels.reshape(-1)
+    if v.size == 0:
+        return 0.0
+    lo = int(v.min())
+    c = np.bincount(v - lo)
+    c = c[c > 0].astype(np.float64)
+    return float(-(c * np.log2(c / v.size)).sum() / v.size)
+
+
+def analyse(models: list[TensorModel], options) -> None:
+    """Sample each quantizable tensor and measure the uniform quantizer on a grid of steps."""
+    rng = np.random.default_rng(12345)
+    for m in models:
+        if not m.quantizable:
+            continue
+        rows, cols = rows_cols(m.shape)
+        x2 = m.x.reshape(rows, cols)
+        m.sample = _sample_rows(x2, rng)
+        s = m.sample
+        m.power = float(np.mean(m.x * m.x)) if m.n else 0.0
+        rms = math.sqrt(max(float(np.mean(s * s)), 1e-300))
+        peak = float(np.max(np.abs(s))) if s.size else 0.0
+        top = math.floor(math.log2(max(rms, peak / 4, 1e-30))) + 2
+        # half-octave steps down to where the largest level reaches 2^14 (about 16 bits/weight:
+        # finer steps are extrapolated at 1 bit per octave, exact in the high-rate limit)
+        low = max(top - 30, math.ceil(math.log2(max(peak, 1e-30))) - 14)
+        grid = np.arange(low, top + 1, 0.5)
+        h, d = [], []
+        flat = s.reshape(-1)
+        for g in grid:
+            q = 2.0 ** g
+            k = np.rint(flat / q)
+            h.append(_entropy(k.astype(np.int64)))
+            e = flat - k * q
+            d.append(float(np.mean(e * e)))
+        m.grid, m.h_u, m.d_u = grid, np.array(h), np.array(d)
+        m.lossless_bits = 8 * m.dtype.itemsize * (0.85 if m.dtype.itemsize >= 2 else 1.0)
+
+
+def _interp(m: TensorModel, log2q: float) -> tuple[float, float]:
+    """Uniform-quantizer (entropy, MSE) at step 2^log2q, interpolated on the grid."""
+    g = m.grid
+    if log2q <= g[0]:
+        return float(m.h_u[0]) + (g[0] - log2q), float(m.d_u[0]) * 4.0 ** (log2q - g[0])
+    if log2q >= g[-1]:
+        return float(m.h_u[-1]), float(m.d_u[-1])
+    i = int((log2q - g[0]) / 0.5)
+    i = min(i, len(g) - 2)
+    t = (log2q - g[i]) / 0.5
+    h = (1 - t) * m.h_u[i] + t * m.h_u[i + 1]
+    d0, d1 = max(m.d_u[i], 1e-300), max(m.d_u[i + 1], 1e-300)
+    d = math.exp((1 - t) * math.log(d0) + t * math.log(d1))
+    return float(h), float(d)
+
+
+def predict(m: TensorModel, step: float) -> tuple[float, float]:
+    """(bits per element, MSE) of the dependent quantizer at step Δ, from the corrected model."""
+    h, d = _interp(m, math.log2(2.0 * step))
+    return max(h + m.r_corr, 0.0), d * m.d_ratio
+
+
+def _choose(m: TensorModel, c: float) -> tuple[float, float, str, float]:
+    """At slope parameter c: (bits, weighted SSE, kind, step) for tensor m."""
+    if not m.quantizable:
+        return m.n * 8.0 * m.dtype.itemsize * 0.9, 0.0, "plain", 0.0
+    step = c / math.sqrt(max(m.weight, 1e-30))
+    r, d = predict(m, step)
+    # plain is a candidate: zero error at its lossless rate
+    if r >= m.lossless_bits:
+        return m.n * m.lossless_bits, 0.0, "plain", 0.0
+    return m.n * r, m.weight * m.n * d, "quantized", step
+
+
+def _totals(models, c):
+    bits = sse = 0.0
+    for m in models:
+        b, e, _, _ = _choose(m, c)
+        bits += b
+        sse += e / max(m.weight, 1e-30)  # unweighted SSE for SNR targets
+    return bits, sse
+
+
+def solve(models: list[TensorModel], target: Target, n_weights: int, overhead_bits: float
+          ) -> None:
+    """Set kind and step of every tensor for the target."""
+    quant = [m for m in models if m.quantizable]
+    if target.max_rel_error is not None:
+        e2 = target.max_rel_error ** 2
+        for m in models:
+            if not m.quantizable:
+                m.kind = "plain"
+                continue
+            # largest step on a fine grid whose predicted relative MSE meets the bound (×0.9 margin)
+            best = None
+            for lg in np.arange(m.grid[-1], m.grid[0] - 1, -0.125):
+                step = 2.0 ** (lg - 1)
+                r, d = predict(m, step)
+                if m.power == 0 or d <= 0.9 * e2 * m.power:
+                    best = step
+                    break
+            if best is None or predict(m, best)[0] >= m.lossless_bits:
+                m.kind, m.step = "plain", 0.0
+            else:
+                m.kind, m.step = "quantized", best
+        return
+    total_power = sum(m.power * m.n for m in quant)
+    lo, hi = -60.0, 20.0  # log2 c
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        bits, sse = _totals(models, 2.0 ** mid)
+        if target.bits_per_weight is not None:
+            # within budget: try finer steps
+            if bits + overhead_bits <= target.bits_per_weight * n_weights:
+                hi = mid
+            else:
+                lo = mid
+        else:
+            # SNR reached: try coarser steps
+            if sse <= 0 or 10 * math.log10(total_power / sse) >= target.target_snr:
+                lo = mid
+            else:
+                hi = mid
+    c = 2.0 ** (hi if target.bits_per_weight is not None else lo)
+    for m in models:
+        b, e, kind, step = _choose(m, c)
+        m.kind, m.step, m.est_bits = kind, step, b
+
+
+def calibrate(models: list[TensorModel], options) -> None:
+    """Run the real dependent quantizer and codec chain on each sample at its current step and
+    correct the model's rate and distortion there; also pick row classes."""
+    for m in models:
+        if not m.quantizable or m.kind != "quantized" or m.step <= 0:
+            continue
+        s = m.sample
+        step = float(np.float32(m.step))
+        h_u, d_u = _interp(m, math.log2(2.0 * step))
+        u = s / step
+        d_est = d_u * m.d_ratio
+        m.lam = 2.0 * math.log(2.0) * d_est / step ** 2
+        bits_tab = default_rate_table(u)
+        k = quantize_levels(s, step, QUANTIZER_DEPENDENT, lam=m.lam, bits=bits_tab)
+        y = reconstruct(k.reshape(-1), _qp(step), s.shape, D.BY_NAME["float64"], None) \
+            .view(np.float64).reshape(s.shape)
+        d_real = float(np.mean((s - y) ** 2))
+        coded = _coded_bits(k, None, 1, options)
+        best_k, best_bits = 1, coded
+        if s.shape[0] >= 64:
+            for kk in CLASS_CHOICES[1:]:
+                if s.shape[0] < 8 * kk:
+                    continue
+                cls = row_classes(s, kk)
+                b = _coded_bits(k, cls, kk, options)
+                # extra streams cost framing in the whole tensor
+                b_total = b / s.size * m.n + 8 * RECORD_OVERHEAD_BYTES * kk
+                if b_total < best_bits / s.size * m.n + 8 * RECORD_OVERHEAD_BYTES:
+                    best_k, best_bits = kk, b
+        m.classes = best_k
+        r_real = best_bits / s.size
+        m.r_corr = r_real - h_u
+        m.d_ratio = d_real / d_u if d_u > 0 else 1.0
+
+
+def _qp(step):
+    from .records.quantized import QuantParams
+    return QuantParams(QUANTIZER_DEPENDENT, 0, 1, 0, float(np.float32(step)))
+
+
+def _coded_bits(k, cls, classes, options) -> float:
+    """Bits of the level streams of a sample, coded by the real chain (one chunk per stream)."""
+    total = 0
+    for plan in level_streams(k, cls, classes, options):
+        ce = plan.chunk_elements
+        for c0 in range(0, plan.elements.size, ce):
+            total += len(plan.chain.encode_chunk(plan.elements[c0:c0 + ce], plan.dtype))
+    return 8.0 * total
+
+
+def build_models(tensors, weights: dict | None = None) -> list[TensorModel]:
+    """tensors: iterable of (name, DType, shape, raw bit patterns)."""
+    models = []
+    for name, dtype, shape, raw in tensors:
+        n = int(np.prod(shape, dtype=object)) if len(shape) else 1
+        m = TensorModel(name, dtype, tuple(shape), raw, n=n)
+        if dtype.name in FLOAT_DTYPES and n >= 1:
+            x = to_float64(raw, dtype)
+            if np.all(np.isfinite(x)):
+                m.x = x
+        if weights and name in weights:
+            m.weight = float(weights[name])
+        models.append(m)
+    return models
+
+
+def float_weight_count(models) -> int:
+    return sum(m.n for m in models if m.dtype.is_float)
+
+
+def encode_tensors(tensors, path, target: Target, *, options=None, metadata=None,
+                   system_metadata=None, sensitivity: dict | None = None, progress=None,
+                   max_passes: int = 4, calibrations: int = 1) -> dict:
+    """Encode (name, DType, shape, raw) tensors to `path` under `target`. Returns a report."""
+    from .writer import EncodeOptions, Writer
+    options = options or EncodeOptions()
+    t0 = time.perf_counter()
+    models = build_models(tensors, sensitivity)
+    n_weights = max(float_weight_count(models), 1)
+    analyse(models, options)
+    overhead = 8.0 * (1024 + RECORD_OVERHEAD_BYTES * len(models))
+    solve(models, target, n_weights, overhead)
+    for _ in range(calibrations):
+        calibrate(models, options)
+        solve(models, target, n_weights, overhead)
+    budget = target.bits_per_weight * n_weights if target.bits_per_weight is not None else None
+    passes = 0
+    while True:
+        passes += 1
+        _write(models, path, options, metadata, system_metadata, progress)
+        if passes >= max_passes or _adjust(models, path, target, budget, n_weights):
+            break
+    problem = _missed(models, path, target, budget, n_weights)
+    if problem:
+        raise InputError(f"could not meet {target.describe()}: {problem}")
+    return report(models, path, target, n_weights, time.perf_counter() - t0, passes)
+
+
+def _stored_errors(path) -> dict:
+    from .reader import Reader
+    with Reader(path) as r:
+        return {n: r.info(n).error for n in r.keys()}
+
+
+def _missed(models, path, target, budget, n_weights) -> str | None:
+    """What the written file misses of the target (None when it meets it), from the file's real
+    size and the ErrorStats stored in its records."""
+    if budget is not None:
+        size_bits = 8 * os.path.getsize(path)
+        return None if size_bits <= budget else \
+            f"{size_bits / n_weights:.4f} bits/weight after the last pass"
+    errs = _stored_errors(path)
+    if target.target_snr is not None:
+        sig = sum(m.power * m.n for m in models if m.quantizable)
+        err = sum(errs[m.name]["mean_squared_error"] * m.n for m in models
+                  if m.kind == "quantized" and errs.get(m.name))
+        snr = math.inf if err <= 0 else 10 * math.log10(sig / err) if sig > 0 else -math.inf
+        return None if snr >= target.target_snr else f"SNR {snr:.3f} dB after the last pass"
+    bad = [m.name for m in models if m.kind == "quantized" and errs.get(m.name) and
+           errs[m.name]["mean_squared_error"] > target.max_rel_error ** 2 *
+           errs[m.name]["signal_power"]]
+    return None if not bad else f"{len(bad)} tensors above it after the last pass ({bad[0]}...)"
+
+
+def _adjust(models, path, target, budget, n_weights) -> bool:
+    """True when the file meets the target; otherwise change the steps for another pass."""
+    if _missed(models, path, target, budget, n_weights) is None:
+        return True
+    quant = [m for m in models if m.kind == "quantized"]
+    if not quant:
+        return True
+    if budget is not None:
+        # over budget: coarsen every quantized step by the missing bits (≈ 1 bit per octave)
+        excess = (8 * os.path.getsize(path) - budget) / sum(m.n for m in quant)
+        factor = 2.0 ** (excess * 1.1 + 0.002)
+        for m in quant:
+            m.step *= factor
+        return False
+    errs = _stored_errors(path)
+    if target.target_snr is not None:
+        sig = sum(m.power * m.n for m in models if m.quantizable)
+        err = sum(errs[m.name]["mean_squared_error"] * m.n for m in quant)
+        deficit = target.target_snr - 10 * math.log10(sig / err)
+        factor = 10.0 ** (-(deficit + 0.02) / 20.0)      # SNR moves 20·log10 per step factor
+        for m in quant:
+            m.step *= factor
+        return False
+    e2 = target.max_rel_error ** 2
+    for m in quant:
+        e = errs[m.name]
+        if e["mean_squared_error"] > e2 * e["signal_power"]:
+            m.step *= 0.97 * math.sqrt(e2 * e["signal_power"] / e["mean_squared_error"])
+    return False
+
+
+def _write(models, path, options, metadata, system_metadata, progress) -> None:
+    from .writer import Writer
+    with Writer(path, metadata=metadata, system_metadata=system_metadata, options=options,
+                progress=progress) as w:
+        for m in models:
+            if m.kind == "quantized":
+                w.add(m.name, m.dtype, m.shape, m.raw, kind=Quantized, step=m.step,
+                      quantizer="dependent", classes=m.classes, lam=m.lam, values=m.x)
+            else:
+                w.add(m.name, m.dtype, m.shape, m.raw, kind=Plain)
+
+
+def report(models, path, target, n_weights, seconds, passes) -> dict:
+    from .reader import Reader
+    sig = err = 0.0
+    kinds: dict[str, int] = {}
+    with Reader(path) as r:
+        for name, info in r.tensors.items():
+            kinds[info.kind_name] = kinds.get(info.kind_name, 0) + 1
+            if info.dtype.is_float:
+                if info.error:
+                    sig += info.error["signal_power"] * info.elements
+                    err += info.error["mean_squared_error"] * info.elements
+                else:
+                    m = next(m for m in models if m.name == name)
+                    if m.x is not None:
+                        sig += float(np.sum(m.x * m.x))
+    size = os.path.getsize(path)
+    return {"output": str(path), "target": target.describe(), "bytes": size,
+            "bits_per_weight": 8 * size / n_weights, "float_weights": n_weights,
+            "snr_db": 10 * math.log10(sig / err) if err > 0 else math.inf,
+            "records": kinds, "passes": passes, "seconds": seconds}
+
+
+# -- calibration: sensitivity of each tensor ---------------------------------------------------------
+def sensitivity(state: dict, forward, probes: int = 4, seed: int = 0) -> dict:
+    """Per-tensor sensitivity w_t = mean over elements of E_r[(∂(r·f)/∂w)²] for random Gaussian
+    output projections r: the expected squared change of the output f per unit squared weight error
+    spread evenly over the tensor (a Fisher-style trace estimate). `forward(state) -> tensor` runs the
+    model on the calibration inputs with the given weights."""
+    import torch
+    params = {k: v.detach().float().clone().requires_grad_(True) for k, v in state.items()
+              if v.is_floating_point()}
+    full = dict(state)
+    full.update(params)
+    acc = {k: 0.0 for k in params}
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(probes):
+        out = forward(full)
+        r = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+        grads = torch.autograd.grad((out * r).sum(), list(params.values()), allow_unused=True)
+        for k, g in zip(params, grads):
+            if g is not None:
+                acc[k] += float((g.double() ** 2).mean())
+    w = {k: v / probes for k, v in acc.items()}
+    total = sum(w[k] * params[k].numel() for k in w)
+    count = sum(params[k].numel() for k in w)
+    mean = total / count if total > 0 else 1.0
+    # tensors that do not reach the output (weight 0) still get a small weight: never free to ruin
+    return {k: max(v / mean, 1e-3) for k, v in w.items()}
+
+
+def encode_model(state: dict, path, *, forward=None, inputs=None, model=None,
+                 bits_per_weight=None, target_snr=None, max_rel_error=None, options=None,
+                 metadata=None, probes: int = 4) -> dict:
+    """Encode a state dict of torch tensors lossily under one target, weighting tensors by their
+    sensitivity when a model and calibration inputs are given: either `forward(state) -> output`
+    (inputs already bound), or an `nn.Module` `model` with `inputs` (called through
+    torch.func.functional_call)."""
+    from .metadata import KEY_SOURCE_FORMAT
+    from .torch_interop import tensor_to_raw
+    target = Target(bits_per_weight, target_snr, max_rel_error)
+    weights = None
+    if model is not None and forward is None:
+        import torch
+
+        def forward(s):
+            args = inputs if isinstance(inputs, tuple) else (inputs,)
+            return torch.func.functional_call(model, s, args)
+    if forward is not None:
+        weights = sensitivity(state, forward, probes=probes)
+    tensors = [tensor_to_raw(k, v) for k, v in state.items()]
+    tensors = [(k, dt, shape, np.asarray(raw).reshape(-1).view(np.uint8).view(dt.uint))
+               for k, (dt, shape, raw) in zip(state, tensors)]
+    return encode_tensors(tensors, path, target, options=options, metadata=metadata,
+                          system_metadata={KEY_SOURCE_FORMAT: "api"}, sensitivity=weights)
