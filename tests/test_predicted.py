@@ -390,7 +390,7 @@ def test_params_reserved_and_length():
 def test_aligned_layer_prediction(tmp_path):
     """Hidden units matched by the assignment solver; the encoder picks the predicted record with
     the permuted reference by coded size, and decoding restores the layer's own order."""
-    from scipy.optimize import linear_sum_assignment
+    linear_sum_assignment = pytest.importorskip("scipy.optimize").linear_sum_assignment
     from wcodec.records.predicted_encoder import choose
     from wcodec.writer import EncodeOptions
     rng = np.random.default_rng(8)
@@ -416,3 +416,27 @@ def test_aligned_layer_prediction(tmp_path):
                                   ("b", F32, a.shape, rb, dict(c.options))])
     got, _ = read_all(tmp_path / "m.wcodec")
     assert got["b"].tobytes() == rb.tobytes()
+
+
+@pytest.mark.parametrize("kw", [dict(predictor=1, a=0.5, repeat=1), dict(order=1),
+                                dict(residual=3, step=1.0)])
+def test_integer_tensor_only_identity_natural_lossless(tmp_path, kw):
+    """PRD-04: an int8 tensor with an affine predictor, exponent order or quantized residual."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tools"))
+    import vectorlib as V
+    import vectors_predicted as VP
+    f = V.File(6)
+    data = bytes(range(12))
+    f.add_plain("w0", "int8", [3, 4], data, chain_=V.chain("bytes"))
+    rec = VP.add_predicted(f, "w1", "int8", [3, 4], data, x=data, expect=False)
+    VP.set_params(rec, VP.params(**kw))
+    if kw.get("residual") == 3:
+        rec["record_flags"] = 3
+        rec["error"] = dict(max_abs_error=0.0, mean_squared_error=0.0, signal_power=0.0)
+    path = tmp_path / "i.wcodec"
+    path.write_bytes(f.build())
+    with pytest.raises(E.MalformedRecord) as ei:
+        with Reader(path) as r:
+            r.read_bytes("w1")
+    assert ei.value.rule == "PRD-04"
