@@ -49,7 +49,11 @@ def open_reader(path, search=None, **reader_kw) -> Reader:
     default: the file's own folder)."""
     r = Reader(path, **reader_kw)
     folder = os.path.dirname(os.path.abspath(path))
-    r.parent_resolver = ParentResolver(list(search or []) + [folder], reader_kw=reader_kw)
+    paths = []
+    for s in list(search or []) + [folder]:  # each place once
+        if os.path.realpath(s) not in {os.path.realpath(p) for p in paths}:
+            paths.append(os.path.abspath(s))
+    r.parent_resolver = ParentResolver(paths, reader_kw=reader_kw)
     return r
 
 
