@@ -216,7 +216,9 @@ class ScaleLayout:
             return s.reshape(rows, 1)
         g = self.group_size
         per_row = -(-cols // g)
-        return np.repeat(s.reshape(rows, per_row), g, axis=1)[:, :cols]
+        # a group longer than the row covers the whole row: repeating it `cols` times gives the
+        # same array, and a declared group_size (up to 2^24) never sizes an allocation
+        return np.repeat(s.reshape(rows, per_row), min(g, cols), axis=1)[:, :cols]
 
 
 def rms_per(xm: np.ndarray, layout: ScaleLayout) -> np.ndarray:
