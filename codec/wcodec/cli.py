@@ -92,7 +92,7 @@ def encode(
     max_rel_error: Optional[float] = typer.Option(None, "--max-rel-error", help="Lossy: every "
                                                   "float tensor's ||x - y|| / ||x|| at most E."),
 ):
-    """Encode weights losslessly into the wcodec format."""
+    """Encode weights into the wcodec format: lossless by default, lossy with a rate target, progressive with --bands."""
     from . import formats
     from .writer import EncodeOptions
     with errors_to_exit():
