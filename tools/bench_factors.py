@@ -5,6 +5,10 @@ bytes, on real weights (docs/factors.md), and the runtime of factored layers.
     python tools/bench_factors.py minilm        [--points 3.0,4.0,5.0] [--rank 16]
     python tools/bench_factors.py efficientnet  [--points 4.0,5.0,6.0] [--images 256]
     python tools/bench_factors.py runtime
+    python tools/bench_factors.py auto minilm|efficientnet [--steps 0.28,0.07]
+
+`auto` runs the encoder's automatic mode (factor_encoder.choose) on every weight matrix of the
+model and counts how often it picks plain quantization or a factor record (see run_auto).
 
 For every 2-D (MiniLM: every Linear of the encoder) or conv/linear (EfficientNet: every weight of
 rank >= 2 with >= 4096 elements) weight, three codings are compared over the same set of tensors;
@@ -221,6 +225,93 @@ def run_runtime(args):
     return dict(rows=bench_layers())
 
 
+# -- automatic mode on every tensor ---------------------------------------------------------------
+def auto_tensors(model: str) -> dict:
+    """MiniLM: every 2-D float tensor of the checkpoint (embeddings, the 36 encoder Linears, the
+    pooler). EfficientNet-lite0: every float weight of rank >= 2 with >= 4096 elements (conv
+    kernels [out, in, kh, kw] are coded as their [out, in·kh·kw] matrix view, Q.matrix_shape, as
+    the encoder does; depthwise kernels become [C, 9])."""
+    if model == "minilm":
+        from evalmodels import minilm
+        st = minilm.load_state()
+        return {n: t.numpy() for n, t in st.items() if t.dim() == 2 and t.is_floating_point()}
+    from bench_gated import load_model
+    st = load_model().state_dict()
+    return {n: t.detach().numpy() for n, t in st.items()
+            if t.dim() >= 2 and t.numel() >= 4096 and t.is_floating_point()}
+
+
+def run_auto(args):
+    """choose() on every tensor at each relative step (uniform quantizer, one scale per output
+    channel; the factor candidates are low-rank r in --ranks with q8 factors and a residual
+    quantized with the same relative step and channel scales)."""
+    t0 = time.time()
+    tensors = auto_tensors(args.target)
+    out = dict(model=args.target, tensors=len(tensors),
+               weights=int(sum(a.size for a in tensors.values())), points=[])
+    for step in args.steps:
+        t1 = time.time()
+        pt = dict(rel_step=step, quantized=0, factors=0, bytes_chosen=0, bytes_quantized=0,
+                  picked=[], best_ratio=None)
+        for n, a in tensors.items():
+            a = np.ascontiguousarray(a, np.float32)
+            b = FE.choose(F32, a.shape, a.reshape(-1).view(np.uint32), OPT, step=step,
+                          scale_mode="channel", ranks=args.ranks)
+            q = b["candidates"][0]
+            pt["bytes_chosen"] += b["size"]
+            pt["bytes_quantized"] += q["size"]
+            for c in b["candidates"][1:]:        # the factor candidate closest in size
+                ratio = c["size"] / q["size"]
+                if pt["best_ratio"] is None or ratio < pt["best_ratio"][0]:
+                    pt["best_ratio"] = (ratio, c["mse"] / q["mse"] if q["mse"] else None,
+                                        n, c["what"])
+            if args.verbose:
+                print(f"{step} {n} {a.shape} {b['kind'].__name__} {time.time() - t1:.0f} s",
+                      file=sys.stderr, flush=True)
+            if b["kind"] is Quantized:
+                pt["quantized"] += 1
+            else:
+                pt["factors"] += 1
+                f = next(c for c in b["candidates"][1:] if c["size"] == b["size"]
+                         and c["mse"] == b["mse"])
+                pt["picked"].append(dict(name=n, shape=list(a.shape), what=f["what"],
+                                         factor_bytes=f["size"], factor_mse=f["mse"],
+                                         quant_bytes=q["size"], quant_mse=q["mse"]))
+        pt["bits_per_weight_quantized"] = 8 * pt["bytes_quantized"] / out["weights"]
+        pt["bits_per_weight_chosen"] = 8 * pt["bytes_chosen"] / out["weights"]
+        pt["seconds"] = round(time.time() - t1, 1)
+        print(json.dumps({k: v for k, v in pt.items() if k != "picked"}), file=sys.stderr)
+        out["points"].append(pt)
+        out["seconds"] = round(time.time() - t0, 1)
+        if args.json:                        # after every point: a long run keeps what it has
+            args.json.write_text(json.dumps(out, indent=1))
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def auto_table(res) -> str:
+    lines = [f"{res['model']}: {res['tensors']} tensors, {res['weights']:,} weights, "
+             f"{res['seconds']} s", "",
+             "| rel_step | bits/w (all quantized) | bits/w (chosen) | chose quantization | "
+             "chose factors | closest factor candidate: size / quantized size, mse / quantized "
+             "mse (tensor) |", "|---|---|---|---|---|---|"]
+    for p in res["points"]:
+        r = p["best_ratio"]
+        close = "–" if r is None else (f"{r[0]:.3f}, {r[1]:.3f} ({r[2]}, {r[3]})")
+        lines.append(f"| {p['rel_step']} | {p['bits_per_weight_quantized']:.3f} | "
+                     f"{p['bits_per_weight_chosen']:.3f} | {p['quantized']} | {p['factors']} | "
+                     f"{close} |")
+    picked = [(p["rel_step"], c) for p in res["points"] for c in p["picked"]]
+    if picked:
+        lines += ["", "| rel_step | tensor | shape | factor record | factor bytes | factor mse | "
+                  "quantized bytes | quantized mse |", "|---|---|---|---|---|---|---|---|"]
+        for s, c in picked:
+            lines.append(f"| {s} | {c['name']} | {c['shape']} | {c['what']} | "
+                         f"{c['factor_bytes']:,} | {c['factor_mse']:.4g} | "
+                         f"{c['quant_bytes']:,} | {c['quant_mse']:.4g} |")
+    return "\n".join(lines)
+
+
 def table(res) -> str:
     keys = [k for k in ("cos_mean", "cos_min", "top1_agreement") if k in res["rows"][0]["quantized"]]
     out = ["| target bits/w | coding | bits/weight | SNR dB | " + " | ".join(keys) + " | setting |",
@@ -240,12 +331,28 @@ def table(res) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", choices=["minilm", "efficientnet", "runtime"])
+    ap.add_argument("model", choices=["minilm", "efficientnet", "runtime", "auto"])
+    ap.add_argument("target", nargs="?", choices=["minilm", "efficientnet"],
+                    help="model for `auto`")
+    ap.add_argument("--steps", default="0.28,0.07",
+                    help="auto: relative quantizer steps (~4 and ~6 bits/weight)")
+    ap.add_argument("--ranks", default="4,8,16,32", help="auto: low-rank candidates")
+    ap.add_argument("-v", "--verbose", action="store_true", help="auto: one line per tensor")
     ap.add_argument("--points", default=None, help="target bits/weight, comma separated")
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.model == "auto":
+        if args.target is None:
+            ap.error("auto needs a model: minilm or efficientnet")
+        args.steps = [float(v) for v in args.steps.split(",") if v]
+        args.ranks = tuple(int(v) for v in args.ranks.split(",") if v)
+        res = run_auto(args)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1))
+        print(auto_table(res))
+        return 0
     default = {"minilm": "3.0,4.0,5.0", "efficientnet": "4.0,5.0,6.0", "runtime": ""}
     args.points = [float(v) for v in (args.points or default[args.model]).split(",") if v]
     res = {"minilm": run_minilm, "efficientnet": run_efficientnet,
