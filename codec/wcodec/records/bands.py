@@ -499,19 +499,25 @@ def finish_prefix(record, p: BandParams, acc, s64, k, streams, name=None) -> np.
     upto = min(k, p.quantized_bands)
     bits = prefix_bits(acc, s64, p.shift(upto), dtype)
     if p.remainder and k == p.band_count:
-        width = 8 * dtype.itemsize
-        rdt = D.BY_NAME[f"uint{width}"]
-        stored = streams[p.quantized_bands].view(rdt.uint)
-        r = np.empty(stored.size, np.uint64)
-        r[remainder_order(bits, dtype)] = stored
-        if p.remainder_shift:
-            mx = np.uint64((1 << (width - p.remainder_shift)) - 1)
-            if r.size and r.max() > mx:
-                raise CorruptPayload("a remainder does not fit the shifted width",
-                                     rule="BND-09", tensor=name)
-        bits = remainder_decode(r, bits, width, p.remainder_shift).astype(dtype.uint)
+        bits = apply_remainder(bits, streams[p.quantized_bands], dtype, p.remainder_shift,
+                               rule="BND-09", tensor=name)
     return bits
 
 
+def apply_remainder(bits, stored, dtype, shift: int, *, rule: str, tensor) -> np.ndarray:
+    """The exact bit patterns from a reconstruction's `bits` and the stored bit-domain remainder
+    stream (in remainder order); shared by every record kind with an exact remainder."""
+    width = 8 * dtype.itemsize
+    stored = np.asarray(stored).view(D.BY_NAME[f"uint{width}"].uint)
+    r = np.empty(stored.size, np.uint64)
+    r[remainder_order(bits, dtype)] = stored
+    if shift:
+        mx = np.uint64((1 << (width - shift)) - 1)
+        if r.size and r.max() > mx:
+            raise CorruptPayload("a remainder does not fit the shifted width", rule=rule,
+                                 tensor=tensor)
+    return remainder_decode(r, bits, width, shift).astype(dtype.uint)
+
+
 __all__ = ["Bands", "BandParams", "decode_prefix", "finish_prefix", "accumulate", "scales64",
-           "prefix_bits", "remainder_encode", "remainder_decode", "remainder_order"]
+           "prefix_bits", "remainder_encode", "remainder_decode", "remainder_order", "apply_remainder"]

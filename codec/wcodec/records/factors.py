@@ -25,7 +25,8 @@ from .. import dtypes as D
 from .. import quant as Q
 from ..errors import CorruptPayload, InputError, MalformedRecord
 from .base import EncodedRecord, RecordKind, StreamPlan
-from .bands import remainder_decode, remainder_encode, remainder_order, trailing_zero_bits
+from .bands import (apply_remainder, remainder_encode, remainder_order,
+                    trailing_zero_bits)
 
 KIND_ID = 5
 
@@ -604,17 +605,8 @@ def decode_bits(p: FactorParams, dtype, shape, streams: list, stream_dtypes: lis
                                  tensor=name)
     bits = Q.round_to_dtype(r, dtype)
     if p.residual == RESIDUAL_EXACT:
-        width = 8 * dtype.itemsize
-        j = by_role[("residual", None)]
-        stored = np.asarray(streams[j]).view(D.BY_NAME[f"uint{width}"].uint)
-        rem = np.empty(stored.size, np.uint64)
-        rem[remainder_order(bits, dtype)] = stored
-        if p.residual_shift:
-            mx = np.uint64((1 << (width - p.residual_shift)) - 1)
-            if rem.size and rem.max() > mx:
-                raise CorruptPayload("a remainder does not fit the shifted width",
-                                     rule="FAC-10", tensor=name)
-        bits = remainder_decode(rem, bits, width, p.residual_shift).astype(dtype.uint)
+        bits = apply_remainder(bits, streams[by_role[("residual", None)]], dtype,
+                               p.residual_shift, rule="FAC-10", tensor=name)
     return bits
 
 
