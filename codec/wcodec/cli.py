@@ -188,15 +188,7 @@ def decode(
                          verify_sha256=not no_verify_sha256, threads=threads)
         if not input.exists():
             fail(f"no such file or folder: {input}", EXIT_IO)
-        if input.is_dir():
-            name = input.name[:-len(".wcodec")] if input.name.endswith(".wcodec") else \
-                input.name + ".decoded"
-            out = output or input.with_name(name)
-            jobs = formats.plan_folder_decode(input, out)
-            out.mkdir(parents=True, exist_ok=True)
-        else:
-            out = output or input.with_suffix(".safetensors")
-            jobs = [(input, out, True)]
+        jobs = formats.plan_decode(input, output)
         for _, target, _ in jobs:
             _check_target(target, force)
         with progress_bar(show_progress(quiet), 0, "decoding") as advance:

@@ -23,14 +23,7 @@ def decode_salvage(input: Path, output, patterns, limits, threads, force, quiet,
     with errors_to_exit():
         if not input.exists():
             fail(f"no such file or folder: {input}", EXIT_IO)
-        if input.is_dir():
-            name = input.name[:-len(".wcodec")] if input.name.endswith(".wcodec") else \
-                input.name + ".decoded"
-            out = output or input.with_name(name)
-            jobs = formats.plan_folder_decode(input, out)
-            out.mkdir(parents=True, exist_ok=True)
-        else:
-            jobs = [(input, output or input.with_suffix(".safetensors"), True)]
+        jobs = formats.plan_decode(input, output)
         for _, target, _ in jobs:
             check_target(target, force)
         reports, first = [], None

@@ -140,6 +140,19 @@ def plan_folder_encode(src: Path, dst: Path) -> list[tuple[Path, Path, bool]]:
     return plan
 
 
+def plan_decode(src: Path, output: Path | None) -> list[tuple[Path, Path, bool]]:
+    """(source, target, decode?) jobs for `wcodec decode`: a file -> one .safetensors (next to it
+    unless `output` is given); a folder -> a mirrored folder (`x.wcodec/` -> `x/`, else
+    `x.decoded/`), created here."""
+    if not src.is_dir():
+        return [(src, output or src.with_suffix(".safetensors"), True)]
+    name = src.name[:-len(SUFFIX)] if src.name.endswith(SUFFIX) else src.name + ".decoded"
+    out = output or src.with_name(name)
+    jobs = plan_folder_decode(src, out)
+    out.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
 def plan_folder_decode(src: Path, dst: Path) -> list[tuple[Path, Path, bool]]:
     plan = []
     for p in sorted(src.iterdir()):
