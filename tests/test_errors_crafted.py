@@ -530,9 +530,6 @@ def test_crafted(base, case: Case):
 CODEC_CASES = [c for c in CASES if c.codec_block is not None]
 
 
-@pytest.mark.xfail(strict=True, reason="reader.py: an error raised by a codec while decoding a "
-                   "chunk (CorruptPayload, unknown lane method) carries the tensor but not the "
-                   "block number, so `verify` cannot name the damaged block")
 @pytest.mark.parametrize("case", CODEC_CASES[:1] + [c for c in CODEC_CASES
                                                     if c.cls is E.CorruptPayload][:1],
                          ids=lambda c: c.id)

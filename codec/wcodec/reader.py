@@ -405,7 +405,13 @@ class Reader:
 
     def _decode_chunk(self, args) -> None:
         b, expect, chain, dtype, out = args
-        chain.decode_chunk(self.block_payload(b, expect), dtype, out)
+        payload = self.block_payload(b, expect)
+        try:
+            chain.decode_chunk(payload, dtype, out)
+        except FormatError as e:
+            if e.block is None:  # codecs know their bytes, not where they came from
+                e.block = b
+            raise
 
     def _pool_map(self, fn, jobs) -> None:
         if self._threads <= 1 or len(jobs) <= 1:
