@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
@@ -203,24 +202,9 @@ def read_options(info, bands: int | None) -> dict:
 def decode_file_bands(src: Path, dst: Path, bands: int, *, patterns=None, reader_kw=None,
                       progress=None) -> dict:
     """Like formats.decode_file, decoding only the first `bands` bands of band records."""
-    from .reader import Reader
-    from .safetensors_io import write_safetensors
-    with Reader(src, **(reader_kw or {})) as r:
-        keep = [n for n in r.keys()
-                if not patterns or any(fnmatchcase(n, p) for p in patterns)]
-        if patterns and not keep:
-            raise UsageError(f"{src}: no tensor matches {list(patterns)}")
-        entries = [(n, r.info(n).dtype, r.info(n).shape) for n in keep]
-        meta = {k: v for k, v in r.metadata().items()
-                if not k.startswith("wcodec.") and isinstance(v, str)}
-
-        def produce(name):
-            data = r.read_bytes(name, **read_options(r.info(name), bands))
-            if progress:
-                progress(data.size)
-            return data
-        write_safetensors(dst, entries, meta, produce)
-    return dict(source=str(src), output=str(dst), tensors=len(keep))
+    from . import formats
+    return formats.decode_file(src, dst, patterns=patterns, reader_kw=reader_kw,
+                               progress=progress, options=lambda info: read_options(info, bands))
 
 
 def band_sizes(reader, name: str) -> list[int] | None:

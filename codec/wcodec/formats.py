@@ -99,8 +99,10 @@ def encode_file(src: Path, dst: Path, options: EncodeOptions, progress=None) -> 
     return dict(source=str(src), output=str(dst), tensors=count)
 
 
-def decode_file(src: Path, dst: Path, *, patterns=None, reader_kw=None, progress=None) -> dict:
-    """Decode to safetensors; `patterns` (fnmatch, case-sensitive) keeps only matching tensors."""
+def decode_file(src: Path, dst: Path, *, patterns=None, reader_kw=None, progress=None,
+                options=None) -> dict:
+    """Decode to safetensors; `patterns` (fnmatch, case-sensitive) keeps only matching tensors;
+    `options(info)` gives each tensor's read options (e.g. a band prefix)."""
     with Reader(src, **(reader_kw or {})) as r:
         keep = [n for n in r.keys()
                 if not patterns or any(fnmatchcase(n, p) for p in patterns)]
@@ -111,7 +113,7 @@ def decode_file(src: Path, dst: Path, *, patterns=None, reader_kw=None, progress
                 if not k.startswith("wcodec.") and isinstance(v, str)}
 
         def produce(name):
-            data = r.read_bytes(name)
+            data = r.read_bytes(name, **(options(r.info(name)) if options else {}))
             if progress:
                 progress(data.size)
             return data
