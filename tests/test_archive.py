@@ -147,7 +147,8 @@ def test_lossy_no_drift(tmp_path):
     paths = series(tmp_path, n=5, seed=1)
     arch = tmp_path / "lossy"
     for p in paths:
-        code, out = cli("archive", "add", arch, p, "--keyframe-every", 8, "--lossy", 0.05, "-q")
+        code, out = cli("archive", "add", arch, p, "--keyframe-every", 8, "--lossy", 0.05,
+                        "--rounding", "nearest", "-q")
         assert code == 0, out
     a = Archive(arch)
     errs = []

@@ -102,6 +102,39 @@ def sub_entropy_bits(t: dict, prev: dict) -> float:
     return bits
 
 
+def calibration_score(true: dict):
+    """Score callback for the step search: mean cosine between the sentence embeddings of the
+    decoded weights and those of the true checkpoint, on the 16 calibration sentences of
+    tools/bench_lossy.py (NOT the 50 evaluation sentences the tables report)."""
+    from bench_lossy import CALIBRATION
+    from evalmodels import minilm
+    want = minilm.embed(to_torch(true), CALIBRATION)
+
+    def score(decoded: dict) -> float:
+        got = minilm.embed(to_torch(decoded), CALIBRATION)
+        return float((got * want).sum(-1).mean())
+    return score
+
+
+MARGIN = {"cos": 0.0, "snr": 0.0}   # headroom of a new step search (--margin-cos, --margin-snr)
+
+
+def lossy_control(spec: str, true: dict):
+    """'step:REL[:ROUNDING]', 'cos:TARGET[:ROUNDING]' (calibration cosine) or
+    'snr:DB[:ROUNDING]' (weight SNR) -> LossyControl."""
+    from wcodec.archive_lossy import LossyControl
+    kind, value, *rest = spec.split(":")
+    rnd = rest[0] if rest else "dither"
+    if kind == "step":
+        return LossyControl(step=float(value), rounding=rnd)
+    if kind == "cos":
+        return LossyControl(score=calibration_score(true), target=float(value), rounding=rnd,
+                            margin=MARGIN["cos"])
+    if kind == "snr":
+        return LossyControl(snr=float(value), rounding=rnd, margin=MARGIN["snr"])
+    raise SystemExit(f"bad lossy spec {spec!r}")
+
+
 def build_archive(paths, folder, k, lossy=None, log=print):
     from wcodec.archive import Archive
     shutil.rmtree(folder, ignore_errors=True)
@@ -110,11 +143,12 @@ def build_archive(paths, folder, k, lossy=None, log=print):
     for p in paths:
         t = load(p)
         t0 = time.perf_counter()
-        e = a.add(t, os.path.basename(p)[:-len(".safetensors")], lossy_step=lossy)
+        e = a.add(t, os.path.basename(p)[:-len(".safetensors")],
+                  lossy=lossy_control(lossy, t) if lossy else None)
         times.append(time.perf_counter() - t0)
         log(f"  add {e['name']}: {e['bytes']:,} B, keyframe={e['keyframe']}, "
             f"{e['predicted_tensors']}/{e['tensors']} predicted, decay={e['decay']}, "
-            f"{times[-1]:.1f} s")
+            f"rel step {e.get('lossy_rel_step')}, {times[-1]:.1f} s")
     return a, times
 
 
@@ -144,6 +178,64 @@ def to_torch(t: dict) -> dict:
     return out
 
 
+def lossy_report(spec, paths, work, k, log) -> list[str]:
+    """One lossy archive of the series under `spec` (see --lossy), scored per checkpoint by the
+    sentence-embedding cosine on the 50 evaluation sentences (mean and min), the calibration
+    cosine the step search used, the weight SNR, and the largest error in steps."""
+    from evalmodels import minilm
+    from wcodec.archive_lossy import abs_step, base_scale, weight_snr_db
+    log(f"lossy archive {spec}")
+    la, times = build_archive(paths, os.path.join(work, "lossy-" + spec.replace(":", "-")), k,
+                              lossy=spec, log=log)
+    kind, value, *rest = spec.split(":")
+    what = {"step": f"fixed relative step {value}",
+            "cos": f"step kept while calibration cosine >= {value}, new searches aim at "
+                   f"+{MARGIN['cos']:g}",
+            "snr": f"step kept while weight SNR >= {value} dB, new searches aim at "
+                   f"+{MARGIN['snr']:g} dB"}[kind]
+    lines = ["", f"Lossy residuals, {what}, {rest[0] if rest else 'dither'} rounding, "
+                 "quantized against the decoded predecessor (keyframe lossless):", "",
+             "| checkpoint | relative step | bytes | bits/weight | cosine mean | cosine min | "
+             "calibration cosine | weight SNR dB | max error / step | add s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    bpw, worst_mean, worst_min = [], 1.0, 1.0
+    prev = None
+    for (e, dec), p, secs in zip(decode_chain(la), paths, times):
+        t = load(p)
+        cos = minilm.embedding_cosine(to_torch(t), to_torch(dec))
+        b = 8 * e["bytes"] / weights(t)
+        rel = e.get("lossy_rel_step")
+        cal = snr = err = None
+        if not e["keyframe"]:
+            cal = calibration_score(t)(dec)
+            refs = {n: prev[n][2].view(dt.uint) for n, (dt, _, _) in t.items()
+                    if dt.name == "float32"}
+            el = {n: (dt, s, r.view(dt.uint)) for n, (dt, s, r) in t.items()}
+            snr = weight_snr_db(el, refs, dec)
+            err = 0.0
+            for n, (dt, shape, raw) in t.items():
+                if dt.name != "float32":
+                    continue
+                st = abs_step(base_scale(raw.view(dt.uint), dt, shape, e["vector_factor"]), rel)
+                x = raw.view(np.float32).astype(np.float64)
+                y = dec[n][2].view(np.float32).astype(np.float64)
+                err = max(err, float(np.abs(x - y).max() / st))
+            bpw.append(b)
+            worst_mean, worst_min = min(worst_mean, cos["mean"]), min(worst_min, cos["min"])
+        prev = dec
+        f = (lambda v, fmt: "-" if v is None else format(v, fmt))  # noqa: E731
+        lines.append(f"| {e['name']} | {f(rel, '.5f')} | {e['bytes']:,} | {b:.3f} | "
+                     f"{cos['mean']:.6f} | {cos['min']:.6f} | {f(cal, '.6f')} | {f(snr, '.2f')} | "
+                     f"{f(err, '.3f')} | {secs:.1f} |")
+        log(f"  {e['name']}: rel {rel}, {b:.3f} bpw, cos {cos['mean']:.6f}/{cos['min']:.6f}, "
+            f"cal {cal}, snr {snr}")
+    lines += ["", f"- {spec}: {np.mean(bpw):.3f} bit/weight per predicted checkpoint (max "
+                  f"{max(bpw):.3f}); sentence-embedding cosine over the predicted checkpoints: "
+                  f"lowest mean {worst_mean:.6f}, lowest single sentence {worst_min:.6f} "
+                  f"(target: cosine >= 0.9998 at <= 0.5 bit/weight)."]
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
@@ -153,12 +245,22 @@ def main(argv=None):
     ap.add_argument("--checkpoints", type=int, default=None, help="use only the first N")
     ap.add_argument("--series", default=None, help="use the checkpoints of this folder")
     ap.add_argument("--keyframe-every", type=int, default=16)
-    ap.add_argument("--lossy", type=float, nargs="*", default=[0.01],
-                    help="relative residual steps to try (empty: no lossy run)")
+    ap.add_argument("--lossy", nargs="*", default=["cos:0.9999"],
+                    help="lossy runs: step:REL[:dither|nearest|stochastic] (fixed step relative to "
+                         "each tensor's RMS), cos:TARGET[:...] (per-checkpoint step search "
+                         "against the calibration-sentence cosine), snr:DB[:...] (search "
+                         "against the weights' SNR); empty: no lossy run")
+    ap.add_argument("--margin-cos", type=float, default=0.0,
+                    help="cos runs: a new step search aims at target + this")
+    ap.add_argument("--margin-snr", type=float, default=0.0,
+                    help="snr runs: a new step search aims at target + this (dB)")
+    ap.add_argument("--no-lossless", action="store_true",
+                    help="skip the lossless comparison (lossy runs only)")
     ap.add_argument("--out", default=None, help="write the markdown report here")
     ap.add_argument("--work", default=None)
     a = ap.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    MARGIN.update(cos=a.margin_cos, snr=a.margin_snr)
     if a.series:
         paths = sorted(glob.glob(os.path.join(a.series, "step-*.safetensors")))[:a.checkpoints]
     else:
@@ -167,111 +269,84 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
     log(f"{len(paths)} checkpoints from {os.path.dirname(paths[0])}, work {work}")
 
-    rows, prev = [], None
-    for p in paths:
-        t = load(p)
-        row = dict(name=os.path.basename(p)[:-len(".safetensors")],
-                   raw=sum(r.nbytes for _, _, r in t.values()), weights=weights(t))
-        row["wcodec"] = independent_wcodec(p, work)
-        row["zipnn"] = zipnn_size(t)
-        row["xor"] = xor_planes_size(t, prev) if prev is not None else None
-        row["sub_h0"] = sub_entropy_bits(t, prev) / 8 if prev is not None else None
-        rows.append(row)
-        log(f"  {row['name']}: wcodec {row['wcodec']:,} zipnn {row['zipnn']:,} xor {row['xor']}")
-        prev = t
-
-    arch, times = build_archive(paths, os.path.join(work, "lossless"), a.keyframe_every, log=log)
-    ok = True
-    for (e, dec), p in zip(decode_chain(arch), paths):
-        t = load(p)
-        same = all(dec[n][2].tobytes() == t[n][2].tobytes() for n in t) and set(dec) == set(t)
-        ok &= same
-        for row in rows:
-            if row["name"] == e["name"]:
-                row.update(archive=e["bytes"], keyframe=e["keyframe"], exact=same,
-                           predicted=e["predicted_tensors"], tensors=e["tensors"],
-                           decay=e["decay"])
-    for row, s in zip(rows, times):
-        row["add_s"] = s
-    # the XOR baseline with the archive's keyframes: a keyframe costs its independent wcodec file
-    for row in rows:
-        if row["keyframe"]:
-            row["xor"] = row["wcodec"]
-            row["sub_h0"] = row["wcodec"]
-
-    tot = {k: sum(r[k] for r in rows) for k in ("raw", "wcodec", "zipnn", "xor", "archive",
-                                                 "sub_h0")}
-    manifest = os.path.getsize(os.path.join(arch.folder, "archive.json"))
-    pred = [r for r in rows if not r["keyframe"]]
-    lines = [
-        f"Series: {len(rows)} checkpoints of all-MiniLM-L6-v2 (fp32, {rows[0]['weights']:,} "
-        f"weights, {rows[0]['raw']:,} bytes each), AdamW lr 3e-5 wd 0.01, a checkpoint every "
-        f"{a.every} steps, {a.batch_pairs} pairs/step, max {a.max_len} tokens "
-        f"(tools/finetune_series.py). Keyframe every {a.keyframe_every}.",
-        "",
-        "| checkpoint | kind | wcodec indep. | ZipNN indep. | XOR + zstd-3 planes | "
-        "order-0 H(sub) | archive | archive / wcodec | predicted tensors | bit-exact |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        kind = "keyframe" if r["keyframe"] else "predicted" + (
-            f" (decay a={r['decay'][0]:.9g}, repeat {r['decay'][1]})" if r["decay"] else "")
-        lines.append(f"| {r['name']} | {kind} | {r['wcodec']:,} | {r['zipnn']:,} | "
-                     f"{r['xor']:,} | {int(r['sub_h0']):,} | {r['archive']:,} | "
-                     f"{r['archive'] / r['wcodec']:.3f} | {r['predicted']}/{r['tensors']} | "
-                     f"{'yes' if r['exact'] else 'NO'} |")
-    lines.append(f"| **total** | | {tot['wcodec']:,} | {tot['zipnn']:,} | {tot['xor']:,} | "
-                 f"{int(tot['sub_h0']):,} | {tot['archive']:,} | "
-                 f"**{tot['archive'] / tot['wcodec']:.3f}** | | {'yes' if ok else 'NO'} |")
-    lines += [
-        "",
-        f"- Archive / independent wcodec: **{tot['archive'] / tot['wcodec']:.3f}x** "
-        f"(target <= 0.42x); archive / ZipNN: {tot['archive'] / tot['zipnn']:.3f}x; "
-        f"archive / naive XOR + zstd planes: {tot['archive'] / tot['xor']:.3f}x. "
-        f"archive.json adds {manifest:,} bytes.",
-        f"- Predicted checkpoints only: archive / wcodec "
-        f"{sum(r['archive'] for r in pred) / max(1, sum(r['wcodec'] for r in pred)):.3f}, "
-        f"XOR / wcodec {sum(r['xor'] for r in pred) / max(1, sum(r['wcodec'] for r in pred)):.3f}"
-        f", order-0 H(sub) / wcodec "
-        f"{sum(r['sub_h0'] for r in pred) / max(1, sum(r['wcodec'] for r in pred)):.3f}; "
-        f"bits per weight per predicted checkpoint: "
-        f"{8 * sum(r['archive'] for r in pred) / max(1, sum(r['weights'] for r in pred)):.3f}.",
-        f"- Independent: wcodec {tot['wcodec'] / tot['raw']:.4f} of raw, ZipNN "
-        f"{tot['zipnn'] / tot['raw']:.4f} of raw. Archive add time "
-        f"{np.mean([r['add_s'] for r in pred]) if pred else 0:.1f} s per predicted checkpoint "
-        f"(shared machine).",
-    ]
-
-    for rel in a.lossy or []:
-        log(f"lossy archive, relative step {rel}")
-        la, _ = build_archive(paths, os.path.join(work, f"lossy-{rel}"), a.keyframe_every,
-                              lossy=rel, log=log)
-        from evalmodels import minilm
-        lines += ["", f"Lossy residuals, step = {rel} x each tensor's RMS, quantized against the "
-                      "decoded predecessor (keyframe lossless):", "",
-                  "| checkpoint | bytes | bits/weight | cosine mean | cosine min | "
-                  "max rel. weight error |", "|---|---|---|---|---|---|"]
-        bpw = []
-        worst = 1.0
-        for (e, dec), p in zip(decode_chain(la), paths):
+    lines, ok = [], True
+    if not a.no_lossless:
+        rows, prev = [], None
+        for p in paths:
             t = load(p)
-            cos = minilm.embedding_cosine(to_torch(t), to_torch(dec))
-            err = 0.0
-            for n, (dt, _, raw) in t.items():
-                if dt.name == "float32":
-                    x = raw.view(np.float32).astype(np.float64)
-                    y = dec[n][2].view(np.float32).astype(np.float64)
-                    rms = np.sqrt(np.mean(x * x)) or 1.0
-                    err = max(err, float(np.abs(x - y).max() / rms))
-            b = 8 * e["bytes"] / weights(t)
-            if not e["keyframe"]:
-                bpw.append(b)
-                worst = min(worst, cos["min"])
-            lines.append(f"| {e['name']} | {e['bytes']:,} | {b:.3f} | {cos['mean']:.6f} | "
-                         f"{cos['min']:.6f} | {err:.4f} |")
-            log(f"  {e['name']}: {b:.3f} bpw, cos {cos['mean']:.6f}/{cos['min']:.6f}")
-        lines += ["", f"- Step {rel}: {np.mean(bpw):.3f} bit/weight per predicted checkpoint "
-                      f"(max {max(bpw):.3f}); worst sentence-embedding cosine {worst:.6f} "
-                      f"(target >= 0.9998 at <= 0.5 bit/weight)."]
+            row = dict(name=os.path.basename(p)[:-len(".safetensors")],
+                       raw=sum(r.nbytes for _, _, r in t.values()), weights=weights(t))
+            row["wcodec"] = independent_wcodec(p, work)
+            row["zipnn"] = zipnn_size(t)
+            row["xor"] = xor_planes_size(t, prev) if prev is not None else None
+            row["sub_h0"] = sub_entropy_bits(t, prev) / 8 if prev is not None else None
+            rows.append(row)
+            log(f"  {row['name']}: wcodec {row['wcodec']:,} zipnn {row['zipnn']:,} xor {row['xor']}")
+            prev = t
+
+        arch, times = build_archive(paths, os.path.join(work, "lossless"), a.keyframe_every, log=log)
+        ok = True
+        for (e, dec), p in zip(decode_chain(arch), paths):
+            t = load(p)
+            same = all(dec[n][2].tobytes() == t[n][2].tobytes() for n in t) and set(dec) == set(t)
+            ok &= same
+            for row in rows:
+                if row["name"] == e["name"]:
+                    row.update(archive=e["bytes"], keyframe=e["keyframe"], exact=same,
+                               predicted=e["predicted_tensors"], tensors=e["tensors"],
+                               decay=e["decay"])
+        for row, s in zip(rows, times):
+            row["add_s"] = s
+        # the XOR baseline with the archive's keyframes: a keyframe costs its independent wcodec file
+        for row in rows:
+            if row["keyframe"]:
+                row["xor"] = row["wcodec"]
+                row["sub_h0"] = row["wcodec"]
+
+        tot = {k: sum(r[k] for r in rows) for k in ("raw", "wcodec", "zipnn", "xor", "archive",
+                                                     "sub_h0")}
+        manifest = os.path.getsize(os.path.join(arch.folder, "archive.json"))
+        pred = [r for r in rows if not r["keyframe"]]
+        lines = [
+            f"Series: {len(rows)} checkpoints of all-MiniLM-L6-v2 (fp32, {rows[0]['weights']:,} "
+            f"weights, {rows[0]['raw']:,} bytes each), AdamW lr 3e-5 wd 0.01, a checkpoint every "
+            f"{a.every} steps, {a.batch_pairs} pairs/step, max {a.max_len} tokens "
+            f"(tools/finetune_series.py). Keyframe every {a.keyframe_every}.",
+            "",
+            "| checkpoint | kind | wcodec indep. | ZipNN indep. | XOR + zstd-3 planes | "
+            "order-0 H(sub) | archive | archive / wcodec | predicted tensors | bit-exact |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            kind = "keyframe" if r["keyframe"] else "predicted" + (
+                f" (decay a={r['decay'][0]:.9g}, repeat {r['decay'][1]})" if r["decay"] else "")
+            lines.append(f"| {r['name']} | {kind} | {r['wcodec']:,} | {r['zipnn']:,} | "
+                         f"{r['xor']:,} | {int(r['sub_h0']):,} | {r['archive']:,} | "
+                         f"{r['archive'] / r['wcodec']:.3f} | {r['predicted']}/{r['tensors']} | "
+                         f"{'yes' if r['exact'] else 'NO'} |")
+        lines.append(f"| **total** | | {tot['wcodec']:,} | {tot['zipnn']:,} | {tot['xor']:,} | "
+                     f"{int(tot['sub_h0']):,} | {tot['archive']:,} | "
+                     f"**{tot['archive'] / tot['wcodec']:.3f}** | | {'yes' if ok else 'NO'} |")
+        lines += [
+            "",
+            f"- Archive / independent wcodec: **{tot['archive'] / tot['wcodec']:.3f}x** "
+            f"(target <= 0.42x); archive / ZipNN: {tot['archive'] / tot['zipnn']:.3f}x; "
+            f"archive / naive XOR + zstd planes: {tot['archive'] / tot['xor']:.3f}x. "
+            f"archive.json adds {manifest:,} bytes.",
+            f"- Predicted checkpoints only: archive / wcodec "
+            f"{sum(r['archive'] for r in pred) / max(1, sum(r['wcodec'] for r in pred)):.3f}, "
+            f"XOR / wcodec {sum(r['xor'] for r in pred) / max(1, sum(r['wcodec'] for r in pred)):.3f}"
+            f", order-0 H(sub) / wcodec "
+            f"{sum(r['sub_h0'] for r in pred) / max(1, sum(r['wcodec'] for r in pred)):.3f}; "
+            f"bits per weight per predicted checkpoint: "
+            f"{8 * sum(r['archive'] for r in pred) / max(1, sum(r['weights'] for r in pred)):.3f}.",
+            f"- Independent: wcodec {tot['wcodec'] / tot['raw']:.4f} of raw, ZipNN "
+            f"{tot['zipnn'] / tot['raw']:.4f} of raw. Archive add time "
+            f"{np.mean([r['add_s'] for r in pred]) if pred else 0:.1f} s per predicted checkpoint "
+            f"(shared machine).",
+        ]
+
+    for spec in a.lossy or []:
+        lines += lossy_report(spec, paths, work, a.keyframe_every, log)
 
     report = "\n".join(lines)
     print(report)

@@ -16,6 +16,7 @@ predecessor, so errors do not accumulate along the chain.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dtypes as D
 from .atomic import AtomicFile
 from .errors import InputError, UsageError
 from .reader import Reader
@@ -33,6 +33,7 @@ from .records.plain import Plain
 from .records.predicted import (KIND_ID, MAX_DEPTH, FLOAT_DTYPES, ParentResolver, PredParams,
                                 Reference, file_sha256, reference_chain)
 from .records.predicted_encoder import choose, fit_decay
+from .archive_lossy import LossyControl, StepSearch, lossy_eligible
 from .writer import EncodeOptions, Writer
 
 MANIFEST = "archive.json"
@@ -119,11 +120,16 @@ class Archive:
 
     # -- add --------------------------------------------------------------------------------------
     def add(self, tensors: dict, name: str, *, keyframe: bool | None = None,
-            lossy_step: float | None = None, options: EncodeOptions = EncodeOptions(),
+            lossy_step: float | None = None, lossy: LossyControl | None = None,
+            options: EncodeOptions = EncodeOptions(),
             metadata: dict | None = None, progress=None) -> dict:
         """Append checkpoint `name`: `tensors` maps tensor name -> (DType, shape, bytes).
-        `lossy_step` (relative to each float tensor's RMS) quantizes residuals against the
-        decoded predecessor; keyframes are always lossless."""
+        `lossy` (archive_lossy.LossyControl: a fixed relative step or a quality target that the
+        step is searched for) quantizes the float tensors' residuals against the decoded
+        predecessor; `lossy_step` is short for LossyControl(step=lossy_step). Keyframes are
+        always lossless."""
+        if lossy is None and lossy_step:
+            lossy = LossyControl(step=lossy_step)
         if any(e["name"] == name for e in self.checkpoints):
             raise UsageError(f"checkpoint {name!r} is already in {self.folder}")
         file = name + ".wcodec"
@@ -151,26 +157,43 @@ class Archive:
         target = self.folder / file
         stats = dict(intra_bytes=0, predicted=0, plain=0, raw_bytes=0)
         decoded = {}
+        hint = parent["file"] if parent else ""
+
+        def reference_of(tname):
+            return Reference(tname, parent_sha, hint)
+        elems, refs = {}, {}
+        for tname, (dtype, shape, raw) in tensors.items():
+            elems[tname] = (dtype, tuple(shape),
+                            np.asarray(raw).reshape(-1).view(np.uint8).view(dtype.uint))
+            if tname in ref_state and ref_state[tname][0] == dtype and \
+                    tuple(ref_state[tname][1]) == tuple(shape):
+                refs[tname] = ref_state[tname][2].view(dtype.uint)
+        search, rel = None, None
+        if lossy is not None and not keyframe:
+            # vectors (biases, LayerNorm gains) get a finer step (vector_factor): a step relative
+            # to a LayerNorm gain's RMS (~1) would erase every update
+            lossy_refs = {n: r for n, r in refs.items() if lossy_eligible(*elems[n][:2])}
+            preds = {n: dict(predictor="scalar", a=decay[0], repeat=decay[1]) if decay
+                     else dict(predictor="identity") for n in lossy_refs}
+            search = StepSearch(lossy, elems, lossy_refs, preds, parent_sha, options,
+                                reference_of)
+            prev_rel = parent.get("lossy_rel_step") \
+                if parent.get("rounding") == lossy.rounding else None
+            rel = search.run(prev_rel) if lossy.searched else lossy.step
+            # level streams are mostly zero bytes: large chunks and no alignment padding cost
+            # less framing (about 1 % of a lossy checkpoint); neither changes what is decoded
+            options = dataclasses.replace(options, alignment_log2=0,
+                                          chunk_elements=max(options.chunk_elements, 1 << 22))
         pool = ThreadPoolExecutor(max_workers=options.threads or 2)
         try:
             with Writer(target, metadata=metadata, options=options) as w:
-                for tname, (dtype, shape, raw) in tensors.items():
-                    elements = np.asarray(raw).reshape(-1).view(np.uint8).view(dtype.uint)
+                for tname, (dtype, shape, elements) in elems.items():
                     stats["raw_bytes"] += elements.nbytes
-                    ref = None
-                    if tname in ref_state and ref_state[tname][0] == dtype and \
-                            tuple(ref_state[tname][1]) == tuple(shape):
-                        ref = ref_state[tname][2].view(dtype.uint)
-                    step = None
-                    # vectors (biases, LayerNorm) are few weights but sensitive, and a step
-                    # relative to a LayerNorm gain's RMS (~1) would erase every update: they
-                    # stay lossless
-                    if lossy_step and ref is not None and dtype.name in FLOAT_DTYPES \
-                            and len(shape) >= 2:
-                        step = _abs_step(elements, dtype, lossy_step)
-                    c = choose(tname, dtype, shape, elements, ref,
-                               Reference(tname, parent_sha, parent["file"] if parent else ""),
-                               options, decay=decay, lossy_step=step, pool=pool)
+                    ref = refs.get(tname)
+                    q = search.kwargs(tname, rel) if search is not None and \
+                        tname in search.refs else None
+                    c = choose(tname, dtype, shape, elements, ref, reference_of(tname),
+                               options, decay=decay, quantized=q, pool=pool)
                     stats["intra_bytes"] += c.intra_size
                     stats["predicted" if c.kind is not Plain else "plain"] += 1
                     w.add(tname, dtype, shape, elements, kind=c.kind, **c.options)
@@ -186,10 +209,14 @@ class Archive:
         entry = dict(name=name, file=file, sha256=sha.hex(),
                      parent=None if keyframe else parent["sha256"],
                      parent_name=None if keyframe else parent["name"], keyframe=bool(keyframe),
-                     lossy=bool(lossy_step) and not keyframe, bytes=os.path.getsize(target),
+                     lossy=search is not None, bytes=os.path.getsize(target),
                      raw_bytes=stats["raw_bytes"], intra_bytes=stats["intra_bytes"],
                      tensors=len(tensors), predicted_tensors=stats["predicted"],
                      decay=list(decay) if decay else None, added=_now())
+        if search is not None:
+            entry.update(lossy_rel_step=rel, rounding=lossy.rounding,
+                         vector_factor=lossy.vector_factor,
+                         search=[[r, q] for r, q in search.trace] or None)
         self.checkpoints.append(entry)
         self._save()
         self._last = (entry["sha256"], decoded)
@@ -259,14 +286,6 @@ def _since_keyframe(entries: list[dict]) -> int:
             return n
         n += 1
     return n
-
-
-def _abs_step(elements: np.ndarray, dtype: D.DType, rel: float) -> float:
-    from .records.predicted import to_float64
-    x = to_float64(elements, dtype)
-    x = x[np.isfinite(x)]
-    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-    return float(np.float32(max(rel * rms, 1e-30)))
 
 
 def file_chain(path, search=None) -> list[dict]:

@@ -1,6 +1,7 @@
 """`wcodec archive ...`: checkpoint archives (wcodec.archive, spec/records/predicted.md §9).
 
-    wcodec archive add ARCHIVE CHECKPOINT [--name N] [--keyframe-every K] [--lossy STEP]
+    wcodec archive add ARCHIVE CHECKPOINT [--name N] [--keyframe-every K] [--lossy STEP |
+                       --target-snr DB [--margin DB]] [--rounding dither|nearest|stochastic]
     wcodec archive list ARCHIVE [--json]
     wcodec archive extract ARCHIVE NAME -o out.safetensors
     wcodec archive verify ARCHIVE
@@ -43,22 +44,46 @@ def add(
                                           "step, relative to each tensor's RMS (e.g. 0.01); "
                                           "coded against the decoded predecessor, so errors "
                                           "do not accumulate. Keyframes stay lossless."),
+    target_snr: Optional[float] = typer.Option(
+        None, "--target-snr", help="Lossy with the step chosen per checkpoint: keep the "
+        "previous checkpoint's relative step while the weights' SNR (10·log10 of weight energy "
+        "over coding-error energy) stays at or above this many dB, else search the largest "
+        "step that reaches it + --margin (a weight-space proxy; the Python API also takes a "
+        "quality callback, see docs/predicted.md)."),
+    margin: float = typer.Option(0.0, "--margin", help="With --target-snr: dB of headroom "
+                                 "for a new step search, so the step lasts more checkpoints."),
+    rounding: str = typer.Option("dither", "--rounding", help="Lossy residual rounding: "
+                                 "dither (a fixed random threshold per weight, unbiased; the "
+                                 "default), nearest, or stochastic (fresh offsets per "
+                                 "checkpoint)."),
     level: int = typer.Option(3, help="zstd level used inside the lanes codec."),
     threads: Optional[int] = typer.Option(None, help="Worker threads (default: all cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary."),
 ):
     """Add a checkpoint, coded against the archive's newest checkpoint."""
     from .archive import Archive, load_weights
+    from .archive_lossy import ROUNDINGS, LossyControl
     from .writer import EncodeOptions
     with errors_to_exit():
         if not checkpoint.is_file():
             fail(f"no such file: {checkpoint}", EXIT_IO)
         if lossy is not None and not 0 < lossy < 1:
             fail("--lossy takes a relative step in (0, 1), e.g. 0.01", EXIT_USAGE)
+        if lossy is not None and target_snr is not None:
+            fail("give --lossy STEP or --target-snr DB, not both", EXIT_USAGE)
+        if not margin >= 0:
+            fail("--margin must be >= 0", EXIT_USAGE)
+        if rounding not in ROUNDINGS:
+            fail(f"--rounding must be one of {', '.join(ROUNDINGS)}", EXIT_USAGE)
+        control = None
+        if lossy is not None:
+            control = LossyControl(step=lossy, rounding=rounding)
+        elif target_snr is not None:
+            control = LossyControl(snr=target_snr, rounding=rounding, margin=margin)
         a = Archive(archive, create=True, keyframe_every=keyframe_every)
         tensors, meta = load_weights(checkpoint)
         e = a.add(tensors, name or _name_of(checkpoint), keyframe=True if keyframe else None,
-                  lossy_step=lossy, options=EncodeOptions(level=level, threads=threads),
+                  lossy=control, options=EncodeOptions(level=level, threads=threads),
                   metadata={k: v for k, v in (meta or {}).items()
                             if not str(k).startswith("wcodec.")})
         if not quiet:
@@ -66,7 +91,9 @@ def add(
             typer.echo(f"{checkpoint} -> {archive / e['file']}: {kind}, {e['tensors']} tensors "
                        f"({e['predicted_tensors']} predicted), {e['raw_bytes']:,} -> "
                        f"{e['bytes']:,} bytes ({100 * e['bytes'] / max(e['raw_bytes'], 1):.2f} %"
-                       f"; intra would be {e['intra_bytes']:,})", err=True)
+                       f"; intra would be {e['intra_bytes']:,})"
+                       + (f", relative step {e['lossy_rel_step']:.5g}" if e.get("lossy") else ""),
+                       err=True)
 
 
 @archive_app.command("list")

@@ -288,6 +288,24 @@ def combine(p: np.ndarray, z: np.ndarray, dtype: D.DType, pp: PredParams, name=N
     return np.where(q == 0, p, round_to_dtype(y, dtype))
 
 
+def dither_offsets(seed: int, n: int) -> np.ndarray:
+    """The encoder's per-element rounding offsets in [0, 1) for `rounding="dither"`."""
+    return np.random.default_rng(seed).random(n)
+
+
+def quantize_levels(x: np.ndarray, xp: np.ndarray, step: float,
+                    offsets: np.ndarray | None = None) -> np.ndarray:
+    """Encoder: the levels of a quantized residual (binary64 values x, predictions xp):
+    rint((x − xp)/step), or ⌊(x − xp)/step + offset⌋ with per-element offsets; non-finite
+    residuals give 0, levels are clipped to ±2^28 (PRD-12)."""
+    s = np.float64(np.float32(step))
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = (x - xp) / s
+        q = np.rint(r) if offsets is None else np.floor(r + offsets)
+    q[~np.isfinite(q)] = 0
+    return np.clip(q, -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
+
+
 # -- reference resolution ---------------------------------------------------------------------
 def file_sha256(path) -> bytes:
     h = hashlib.sha256()
@@ -560,8 +578,18 @@ class Predicted(RecordKind):
                repeat: int = 1,
                coeffs: np.ndarray | None = None, permutation: str = "none",
                perm: np.ndarray | None = None, residual: str = "sub", order: str | None = None,
-               step: float | None = None) -> EncodedRecord:
-        """`ref`: the reference's decoded bytes, exactly as a decoder will see them."""
+               step: float | None = None, rounding: str = "nearest",
+               seed: int = 0) -> EncodedRecord:
+        """`ref`: the reference's decoded bytes, exactly as a decoder will see them.
+        `rounding` (quantized residuals; encoder-only, the decoder does not see it): "nearest"
+        gives the level rint(r/step) for a residual r; "dither" gives ⌊r/step + u⌋ with one
+        offset u per element, uniform in [0, 1), drawn from a generator seeded by `seed`. With
+        the same seed at every checkpoint (archive_lossy "dither") each weight keeps its own
+        rounding threshold, so the levels change only when a weight crosses it, while the
+        rounding error is unbiased across weights; rounding to nearest puts every threshold at
+        half a step, and its error — the part of each update below half a step, pointing back
+        toward the previous checkpoint — adds up coherently in the model's output
+        (docs/predicted.md measures both)."""
         shape = tuple(int(d) for d in shape)
         pp = make_params(dtype, shape, reference, predictor, a, b, permutation, residual, order,
                          step, repeat)
@@ -579,11 +607,10 @@ class Predicted(RecordKind):
         else:
             x = to_float64(elements, dtype)
             xp = to_float64(p, dtype)
-            s = np.float64(np.float32(pp.step))
-            with np.errstate(over="ignore", invalid="ignore"):
-                q = np.rint((x - xp) / s)
-            q[~np.isfinite(q)] = 0
-            q = np.clip(q, -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
+            if rounding not in ("nearest", "dither"):
+                raise InputError(f"rounding must be 'nearest' or 'dither', not {rounding!r}")
+            q = quantize_levels(x, xp, pp.step, None if rounding == "nearest"
+                                else dither_offsets(seed, x.size))
             zq = ((q << 1) ^ (q >> 63)).view(np.uint64)
             top = int(zq.max()) if zq.size else 0
             ld = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32

@@ -86,11 +86,14 @@ def fit_decay(x: np.ndarray, ref: np.ndarray, dtype: D.DType, *, max_repeat: int
 
 def choose(name: str, dtype: D.DType, shape, elements: np.ndarray, ref: np.ndarray | None,
            reference, options, *, decay=None, lossy_step: float | None = None,
-           extra: list[dict] | None = None, pool=None) -> Choice:
+           extra: list[dict] | None = None, quantized: dict | None = None,
+           pool=None) -> Choice:
     """Intra (`plain`) or predicted, whichever stores fewer bytes, measured by coding both.
     Candidates: identity and (when `decay` is given) the weight-decay predictor, each with the
     sub residual in exponent order (floats) or natural order; or, with `lossy_step`, a quantized
-    residual (then chosen whenever it is smaller than intra, which it is by far)."""
+    residual (then chosen whenever it is smaller than intra, which it is by far). `quantized`:
+    the Predicted.encode options of the one lossy candidate (predictor, step, rounding, seed),
+    exactly as a step search measured it; then the only other candidate is intra."""
     own = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=2)
     try:
@@ -101,9 +104,13 @@ def choose(name: str, dtype: D.DType, shape, elements: np.ndarray, ref: np.ndarr
             return best
         cands = []
         is_float = dtype.name in FLOAT_DTYPES
+        if quantized is not None:
+            lossy_step, decay, extra = None, None, None
+            cands.append(dict(quantized))
         res = "quantized" if (lossy_step and is_float) else "sub"
         step = lossy_step if res == "quantized" else None
-        cands.append(dict(predictor="identity", residual=res, step=step))
+        if quantized is None:
+            cands.append(dict(predictor="identity", residual=res, step=step))
         if decay is not None and is_float:
             cands.append(dict(predictor="scalar", a=decay[0], repeat=decay[1], residual=res,
                               step=step))
@@ -113,7 +120,8 @@ def choose(name: str, dtype: D.DType, shape, elements: np.ndarray, ref: np.ndarr
                                    ref=ref, **c)
             size = record_size(enc, pool)
             if size < best.size:
-                label = c["predictor"] + ("+decay" if c["predictor"] == "scalar" else "")
+                label = c.get("predictor", "identity") + (
+                    "+decay" if c.get("predictor") == "scalar" else "")
                 best = Choice(Predicted, dict(reference=reference, ref=ref, **c), size,
                               intra_size, f"predicted({label}, {c['residual']})", enc)
         return best

@@ -1,0 +1,184 @@
+"""Step control of lossy checkpoint archives (codec/wcodec/archive_lossy.py): the step search meets
+its target at every checkpoint, what it measures is bit for bit what the file decodes to, errors
+stay within one step along a chain (dither) or half a step (nearest), dither rounding is unbiased
+and stops costing bits once a weight stops moving, and bad settings are typed errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wcodec import dtypes as D
+from wcodec.archive import Archive
+from wcodec.archive_lossy import LossyControl, weight_snr_db
+from wcodec.errors import InputError
+from wcodec.records.predicted import (Predicted, Reference, dither_offsets, quantize_levels,
+                                      to_float64)
+from wcodec.writer import EncodeOptions
+
+F32 = D.BY_NAME["float32"]
+
+
+def state(w, b):
+    return {"w": (F32, w.shape, w.view(np.uint8).reshape(-1)),
+            "b": (F32, b.shape, b.view(np.uint8).reshape(-1))}
+
+
+def series(n=5, seed=0, moving=0.3):
+    """A drifting pair (matrix, vector): AdamW-like decay plus a coherent update of ~1e-3 on a
+    `moving` fraction of the weights (the same ones at every checkpoint)."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((96, 64)) * 0.05).astype(np.float32)
+    b = (rng.standard_normal(64) * 0.05).astype(np.float32)
+    mask = rng.random(w.shape) < moving
+    direction = np.sign(rng.standard_normal(w.shape))
+    out = [state(w.copy(), b.copy())]
+    for _ in range(n - 1):
+        w = (w * np.float32(0.9999997) + np.where(mask, direction * 1e-3, 0)
+             + rng.standard_normal(w.shape) * 2e-5).astype(np.float32)
+        b = (b + rng.standard_normal(b.shape) * 1e-4).astype(np.float32)
+        out.append(state(w.copy(), b.copy()))
+    return out
+
+
+def f64(t, name):
+    dt, _, raw = t[name]
+    return to_float64(np.asarray(raw).view(dt.uint), dt)
+
+
+def test_search_meets_target_and_measures_the_file(tmp_path):
+    seen = {}
+
+    def score_for(true):
+        def score(decoded):
+            # negative relative error of the matrix: a stand-in for a model's output cosine
+            x, y = f64(true, "w"), f64(decoded, "w")
+            q = -float(np.sqrt(np.mean((x - y) ** 2) / np.mean(x * x)))
+            seen[q] = {n: v[2].tobytes() for n, v in decoded.items()}
+            return q
+        return score
+
+    ck = series(5)
+    a = Archive(tmp_path / "a", create=True, keyframe_every=8)
+    a.add(ck[0], "s0")
+    for k in range(1, 5):
+        seen.clear()
+        target = -0.004
+        e = a.add(ck[k], f"s{k}", lossy=LossyControl(score=score_for(ck[k]), target=target))
+        assert e["lossy"] and e["rounding"] == "dither"
+        rel = e["lossy_rel_step"]
+        q_at = dict((r, q) for r, q in e["search"])
+        assert q_at[rel] >= target
+        if len(e["search"]) == 1:   # the predecessor's step, kept: it still meets the target
+            assert k > 1 and rel == a.checkpoints[-2]["lossy_rel_step"]
+        else:   # searched: a step 3 % larger fails the target, or the search hit its bound
+            assert rel >= 0.1 * 0.999 or any(r > rel and q < target and r < rel * 1.03
+                                             for r, q in e["search"])
+        got = a.read(f"s{k}")
+        want = seen[q_at[rel]]
+        assert {n: v[2].tobytes() for n, v in got.items()} == want
+
+
+def test_errors_do_not_accumulate(tmp_path):
+    ck = series(8, seed=1)
+    for rounding, bound in (("dither", 1.0), ("nearest", 0.5), ("stochastic", 1.0)):
+        a = Archive(tmp_path / rounding, create=True, keyframe_every=16)
+        worst = []
+        for k, t in enumerate(ck):
+            e = a.add(t, f"s{k}", lossy=LossyControl(step=0.05, rounding=rounding))
+            got = a.read(f"s{k}")
+            x, y = f64(t, "w"), f64(got, "w")
+            step = np.float32(0.05 * np.sqrt(np.mean(x * x)))
+            worst.append(float(np.abs(x - y).max() / step))
+            assert e["lossy"] == (k > 0)
+        assert worst[0] == 0
+        # each checkpoint is quantized against the decoded predecessor: its error is its own
+        # rounding error, below one step (half a step to nearest) however long the chain is
+        assert max(worst[1:]) <= bound * 1.001, (rounding, worst)
+
+
+def test_dither_is_unbiased_and_sparse_over_time():
+    rng = np.random.default_rng(2)
+    n, step = 200_000, 1.0
+    xp = np.zeros(n)
+    r = rng.uniform(0.0, 0.45, n)                # updates below half a step, all positive
+    near = quantize_levels(xp + r, xp, step)
+    dith = quantize_levels(xp + r, xp, step, dither_offsets(7, n))
+    assert not near.any()                       # nearest drops every one of them: bias = mean r
+    assert abs(float(np.mean(dith * step - r))) < 0.005   # dither: unbiased across weights
+    # a weight that does not move again keeps its level: with the same offsets, re-quantizing
+    # the decoded value gives level 0 everywhere (no re-coding of the rounding noise)
+    dec = dith * step
+    again = quantize_levels(xp + r, dec, step, dither_offsets(7, n))
+    assert np.count_nonzero(again) <= n * 1e-4  # (binary64 ties at a threshold aside)
+    fresh = quantize_levels(xp + r, dec, step, dither_offsets(8, n))
+    assert np.count_nonzero(fresh) > n / 10     # fresh offsets (stochastic) re-code the noise
+
+
+def test_encode_rounding_modes_and_errors():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(1000).astype(np.float32)
+    x = (ref + rng.standard_normal(1000) * 1e-3).astype(np.float32)
+    el, rb = x.view(np.uint32), ref.view(np.uint32)
+    kw = dict(reference=Reference("t"), ref=rb, residual="quantized", step=1e-3)
+    a = Predicted.encode(F32, (1000,), el, EncodeOptions(), **kw, rounding="dither", seed=5)
+    b = Predicted.encode(F32, (1000,), el, EncodeOptions(), **kw, rounding="dither", seed=5)
+    c = Predicted.encode(F32, (1000,), el, EncodeOptions(), **kw)
+    assert a.decoded.tobytes() == b.decoded.tobytes() != c.decoded.tobytes()
+    with pytest.raises(InputError):
+        Predicted.encode(F32, (1000,), el, EncodeOptions(), **kw, rounding="up")
+
+
+def test_snr_target_keeps_the_step(tmp_path):
+    ck = series(5, seed=4)
+    a = Archive(tmp_path / "s", create=True, keyframe_every=8)
+    a.add(ck[0], "s0")
+    rels = []
+    for k in range(1, 5):
+        e = a.add(ck[k], f"s{k}", lossy=LossyControl(snr=40.0, margin=2.0))
+        got = a.read(f"s{k}")
+        el = {n: (dt, s, np.asarray(r).view(dt.uint)) for n, (dt, s, r) in ck[k].items()}
+        assert weight_snr_db(el, el, got) >= 40.0
+        rels.append(e["lossy_rel_step"])
+        if k == 1:   # a new search aims at target + margin
+            assert dict(map(tuple, e["search"]))[rels[0]] >= 42.0
+    assert rels[0] > 1e-3   # not the finest step: the target was reachable
+    # the step is kept while it meets the target (one evaluation), and never grows
+    assert all(b <= a_ for a_, b in zip(rels, rels[1:]))
+    kept = [e for e in a.checkpoints[2:] if e["lossy_rel_step"] == rels[0]]
+    assert all(len(e["search"]) == 1 for e in kept)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(step=0.01, snr=10.0), dict(snr=10.0, margin=-1),
+                                dict(score=lambda d: 1.0), dict(target=0.9),
+                                dict(step=0.01, rounding="up"), dict(step=2.0),
+                                dict(step=0.01, vector_factor=0.0),
+                                dict(snr=10.0, min_step=0.2, max_step=0.1)])
+def test_bad_controls(kw):
+    with pytest.raises(InputError):
+        LossyControl(**kw)
+
+
+def test_cli_target_snr(tmp_path):
+    from typer.testing import CliRunner
+
+    from wcodec.cli import app
+    from wcodec.safetensors_io import write_safetensors
+    paths = []
+    for k, t in enumerate(series(3, seed=5)):
+        p = tmp_path / f"step-{k:06d}.safetensors"
+        write_safetensors(p, [(n, dt, s) for n, (dt, s, _) in t.items()], {},
+                          lambda n, t=t: t[n][2])
+        paths.append(p)
+    r = CliRunner()
+    for p in paths:
+        res = r.invoke(app, ["archive", "add", str(tmp_path / "a"), str(p),
+                             "--target-snr", "40", "--margin", "1"])
+        assert res.exit_code == 0, res.output
+    assert "relative step" in res.output
+    res = r.invoke(app, ["archive", "add", str(tmp_path / "b"), str(paths[0]), "--lossy", "0.01",
+                         "--target-snr", "40"])
+    assert res.exit_code == 2
+    res = r.invoke(app, ["archive", "add", str(tmp_path / "b"), str(paths[0]), "--lossy", "0.01",
+                         "--rounding", "up"])
+    assert res.exit_code == 2
