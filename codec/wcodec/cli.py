@@ -91,6 +91,9 @@ def encode(
                                                "SNR at least D dB, fewest bits."),
     max_rel_error: Optional[float] = typer.Option(None, "--max-rel-error", help="Lossy: every "
                                                   "float tensor's ||x - y|| / ||x|| at most E."),
+    predict_layers: bool = typer.Option(False, "--predict-layers", help="Lossless: predict each "
+                                        "layer from the one before (FFN units aligned), per "
+                                        "tensor only where that stores fewer bytes."),
 ):
     """Encode weights into the wcodec format: lossless by default, lossy with a rate target, progressive with --bands."""
     from . import formats
@@ -121,6 +124,8 @@ def encode(
                                   lossless=not lossy_bands)
         from .cli_lossy import encode_file_lossy, summary, target_from_options
         lossy = target_from_options(bits_per_weight, target_snr, max_rel_error)
+        if predict_layers and (lossy is not None or bands is not None):
+            fail("--predict-layers is lossless: not with --bands or a lossy target", EXIT_USAGE)
         if lossy is not None:
             if bands is not None:
                 fail("--bands and a lossy target (--bits-per-weight, --target-snr, "
@@ -136,7 +141,10 @@ def encode(
         with progress_bar(show_progress(quiet), total, "encoding") as advance:
             results = []
             for src, target, enc in jobs:
-                if enc:
+                if enc and predict_layers:
+                    from .layer_predict import encode_file_layers
+                    results.append(encode_file_layers(src, target, opts, progress=advance))
+                elif enc:
                     results.append(formats.encode_file(src, target, opts, progress=advance)
                                    if band_cfg is None else encode_file_bands(
                                        src, target, opts, band_cfg, progress=advance))
