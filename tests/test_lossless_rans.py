@@ -48,7 +48,9 @@ def test_size_close_to_entropy():
     entropy_bytes = -(p * np.log2(p)).sum() * lane.size / 8
     r, est = rans.estimate(c)
     body = rans.encode(lane, c, r)
-    assert abs(len(body) - est) < 8
+    # the estimate counts the table, the states and the symbols' code length; each state's stream
+    # start and end cost up to ~1.5 bytes more (N = rans.ENCODER_STATES states)
+    assert abs(len(body) - est) < 8 + 1.5 * rans.ENCODER_STATES
     assert len(body) < entropy_bytes * 1.003 + 64  # coding loss under 0.3 % plus the table
 
 

@@ -1956,6 +1956,8 @@ from vectors_predicted import batch_predicted_1_0  # noqa: E402  (record kind 4,
 BATCHES = [batch_1_0, batch_quantized_1_0, batch_bands_1_0, batch_container_1_0b, batch_rans_1_0, batch_factors_1_0, batch_predicted_1_0]
 from vectors_hardening import batch_hardening_1_0  # noqa: E402  (issue 8: declared, unbacked sizes)
 BATCHES.append(batch_hardening_1_0)
+from vectors_rans import batch_rans_1_0b  # noqa: E402  (N = 16 lanes of the C kernels)
+BATCHES.append(batch_rans_1_0b)
 
 
 # ================================================================================================

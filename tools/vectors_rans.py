@@ -268,3 +268,59 @@ def _decode(lane: bytes, f, R, states, words) -> str:
     if p != len(words):
         return "unread"
     return "ok" if all(v == L for v in x) else "mismatch"
+
+
+def batch_rans_1_0b(s) -> None:
+    """rans lanes as the reference encoder writes them since its C kernels (N = 16, R <= 12,
+    256K-element chunks), long enough that a vector decoder runs many rounds, and pairs of lanes
+    with equal or different N in one chunk (a decoder may decode such lanes together); plus
+    defects in the second lane of a pair and deep in a long stream."""
+    s.batch = "rans-1.0b"
+    feats = ["codec:lanes", "lane:rans"]
+    valid_rules = DECODE_RULES[:-1] + LOSSLESS
+    cases = [("v_rans_n16_bfloat16", "bfloat16", 20000, [(12, 16), (12, 16)]),
+             ("v_rans_n16_float16", "float16", 9000, [(11, 16), (12, 8)]),
+             ("v_rans_n24_float32", "float32", 6000, [(12, 24), (10, 16), (12, 32), (12, 8)]),
+             ("v_rans_n16_float8", "float8_e4m3fn", 30001, [(12, 16)])]
+    for vid, dtype, n, params in cases:
+        data = weights(vid, dtype, n)
+        lanes = _lanes(data, dtype)
+        f = rans_file("w", dtype, [n], data,
+                      [(RANS, lane_rans(ln, R, N)) for ln, (R, N) in zip(lanes, params)])
+        s.valid(vid, f, valid_rules, feats + [f"dtype:{dtype}", "codec:planes"],
+                f"{dtype} [{n}] through planes > lanes, every lane rans with (scale_log2, "
+                f"state_count) = {params}: many rounds of N symbols, lanes of one chunk with "
+                "equal or different N.")
+
+    # defects in the second of two N = 16 lanes, and at the end of a long stream
+    data = weights("x_rans_pair_base", "bfloat16", 20000)
+    ln = _lanes(data, "bfloat16")
+    R, N = 12, 16
+    first = lane_rans(ln[0], R, N)
+    fb = normalize(ln[1], R)
+    present = [v for v in range(256) if fb[v]]
+    a, b_ = present[0], present[-1]
+    w = max(fb[a:b_ + 1]).bit_length()
+    states, words = encode(ln[1], fb, R, N)
+    good = body(R, N, a, b_, w, 0, fb, states, words)
+
+    def bad(vid, lane1: bytes, rule, what):
+        f = File(6)
+        f.add_plain("w", "bfloat16", [20000], data,
+                    chain_=chain("planes+lanes", "bfloat16", methods="raw"))
+        f.blocks[0].payload = V.lanes_payload([(RANS, first), (RANS, lane1)])
+        s.invalid(vid, f, "CorruptPayload", [rule], feats + ["dtype:bfloat16"], what)
+
+    bad("x_RNS-05_pair_truncated", good[:-2], "RNS-05",
+        "Two N = 16 lanes; the second one's last word is missing.")
+    bad("x_RNS-06_pair_extra_word", good + b"\x00\x00", "RNS-06",
+        "Two N = 16 lanes; the second one has one word more than its decoder reads.")
+    mid = len(words) // 2
+    flipped = list(words)
+    flipped[mid] ^= 0x0100
+    res = _decode(ln[1], fb, R, states, flipped)
+    assert res in ("mismatch", "unread", "truncated"), res
+    rule = {"mismatch": "RNS-06", "unread": "RNS-06", "truncated": "RNS-05"}[res]
+    bad(f"x_{rule}_pair_word_flipped", body(R, N, a, b_, w, 0, fb, states, flipped), rule,
+        f"Two N = 16 lanes; bit 8 of word {mid} of the second lane flipped (decoding goes on "
+        "and the end check fails).")

@@ -9,7 +9,7 @@ from .errors import InputError
 from .limits import DEFAULT_LIMITS, Limits
 from .metadata import KEY_SOURCE_FORMAT
 from .reader import Reader
-from .writer import EncodeOptions, Writer
+from .writer import PIPELINE_BYTES, EncodeOptions, Writer
 
 
 def _options(chunk_elements=None, level=None, threads=None, sha256=True, alignment_log2=None,
@@ -55,7 +55,7 @@ def save_file(tensors: dict, filename: str | os.PathLike, metadata: dict | None 
         band_kw = _bands.plan(((n, *tensor_to_raw(n, t)[:2], _uint_view(n, t))
                                for n, t in tensors.items()), cfg, opts).kind_options
     with Writer(filename, metadata=metadata, system_metadata={KEY_SOURCE_FORMAT: "api"},
-                options=opts) as w:
+                options=opts, pipeline_bytes=PIPELINE_BYTES) as w:
         for name, t in tensors.items():
             dtype, shape, raw = tensor_to_raw(name, t)
             if band_kw is not None and _bands.eligible(dtype, shape):
@@ -71,12 +71,19 @@ def _uint_view(name, t):
 
 
 def load_file(filename: str | os.PathLike, device="cpu", *, limits: Limits = DEFAULT_LIMITS,
-              verify_sha256: bool = True, bands: int | None = None) -> dict:
+              verify_sha256: bool = True, bands: int | None = None,
+              threads: int | None = None) -> dict:
     """Decode every tensor of `filename` into a dict of torch tensors (`bands=k`: only the first
-    k bands of band records)."""
+    k bands of band records). All chunks of all tensors are spread over `threads` worker threads
+    (default: all cores), then all SHA-256 checks."""
     with safe_open(filename, framework="pt", device=device, limits=limits,
-                   verify_sha256=verify_sha256) as f:
-        return {k: f.get_tensor(k, bands=bands) for k in f.keys()}
+                   verify_sha256=verify_sha256, threads=threads) as f:
+        if bands is not None:
+            return {k: f.get_tensor(k, bands=bands) for k in f.keys()}
+        from .torch_interop import raw_to_tensor
+        raws = f.reader.read_all()
+        return {k: raw_to_tensor(raws[k], f.reader.info(k).dtype, f.reader.info(k).shape, device)
+                for k in raws}
 
 
 class safe_open:  # noqa: N801  (named after safetensors.safe_open on purpose)

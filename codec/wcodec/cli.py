@@ -13,6 +13,7 @@ import typer
 from . import __version__
 from .cli_util import EXIT_IO, EXIT_USAGE, errors_to_exit, fail, progress_bar, show_progress
 from .limits import Limits
+from .writer import DEFAULT_CHUNK_ELEMENTS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Encode, decode, inspect and verify wcodec files of neural-network weights.")
@@ -59,7 +60,8 @@ def encode(
     input: Path = typer.Argument(..., help="A .safetensors, .pt/.pth/.bin file, or a model folder."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Target file (or folder for a folder input)."),
-    chunk_elements: int = typer.Option(1 << 16, help="Elements per independently coded chunk."),
+    chunk_elements: int = typer.Option(DEFAULT_CHUNK_ELEMENTS,
+                                        help="Elements per independently coded chunk."),
     level: int = typer.Option(3, help="zstd level used inside the lanes codec."),
     codec: str = typer.Option("planes", help="'planes' (byte planes + entropy coding) or 'raw'."),
     threads: Optional[int] = typer.Option(None, help="Worker threads (default: all cores)."),

@@ -14,7 +14,7 @@ from .errors import InputError, UsageError
 from .metadata import KEY_SOURCE_FILE, KEY_SOURCE_FORMAT
 from .reader import Reader
 from .safetensors_io import read_header, write_safetensors
-from .writer import EncodeOptions, Writer
+from .writer import PIPELINE_BYTES, EncodeOptions, Writer
 
 WEIGHT_SUFFIXES = {".safetensors": "safetensors", ".pt": "pytorch", ".pth": "pytorch",
                    ".bin": "pytorch"}
@@ -90,8 +90,9 @@ def encode_file(src: Path, dst: Path, options: EncodeOptions, progress=None) -> 
     meta, tensors = iter_tensors(src)
     system = {KEY_SOURCE_FORMAT: source_format(src), KEY_SOURCE_FILE: src.name}
     count = 0
+    # every tensor comes from a fresh read, so the writer may keep some in flight
     with Writer(dst, metadata=meta, system_metadata=system, options=options,
-                progress=progress) as w:
+                progress=progress, pipeline_bytes=PIPELINE_BYTES) as w:
         for name, t in tensors:
             dtype, shape, raw = tensor_to_raw(name, t)
             w.add(name, dtype, shape, raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,10 +22,15 @@ from .atomic import AtomicFile
 from .metadata import build_entries
 from .records import Plain
 
-# 128K elements: per-chunk costs (block framing, lane and rans headers, the Python call path) fall
-# under 0.1 % of the bytes, while statistics still adapt within a tensor (docs/lossless.md)
-DEFAULT_CHUNK_ELEMENTS = 1 << 17
+# 256K elements: per-chunk costs (block framing, lane headers, 16 rans states of 4 bytes per lane,
+# the call path) fall well under 0.1 % of the bytes, while statistics still adapt within a tensor
+# and a large tensor still splits into chunks that threads decode in parallel (docs/lossless.md)
+DEFAULT_CHUNK_ELEMENTS = 1 << 18
 DEFAULT_ALIGNMENT_LOG2 = 6
+# tensor bytes that save_file and `wcodec encode` let the writer hold in flight (Writer's
+# pipeline_bytes): enough to overlap the many small tensors of a model, small against the
+# memory bound of tests/test_memory.py
+PIPELINE_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,21 @@ def _chunk_block(args) -> tuple[bytes, bytes, int]:
 
 class Writer:
     """`with Writer(path) as w: w.add(name, dtype, shape, data)`; `data` holds the tensor's bytes
-    (any numpy array whose buffer is the little-endian elements in C order). Never modifies it."""
+    (any numpy array whose buffer is the little-endian elements in C order). Never modifies it.
+
+    `pipeline_bytes` > 0 lets add() return before a tensor is encoded, with up to that many bytes
+    of tensors in flight: their chunks run on the pool while the caller prepares the next tensor,
+    which is what keeps all threads busy on a model of many small tensors. The caller then must
+    not change a tensor's buffer after passing it (save_file and `wcodec encode` hand over fresh
+    or caller-owned tensors); with 0 (the default) add() returns once the tensor is written."""
 
     def __init__(self, path, *, metadata: dict | None = None, system_metadata: dict | None = None,
-                 options: EncodeOptions = EncodeOptions(), progress=None):
+                 options: EncodeOptions = EncodeOptions(), progress=None,
+                 pipeline_bytes: int = 0):
         self.options = options
+        self._pending: deque = deque()  # tensors submitted to the pool, not yet written
+        self._inflight = 0
+        self._pipeline_bytes = pipeline_bytes
         self.alignment = 1 << options.alignment_log2
         self.metadata_entries = build_entries(metadata or {}, system=system_metadata)
         self.blocks: list[dict] = []
@@ -136,9 +152,34 @@ class Writer:
         digest_of = raw if rec.decoded is None else rec.decoded
         sha = self._pool.submit(lambda: hashlib.sha256(digest_of).digest()) \
             if self.options.sha256 else None
-        tensor_id = len(self.records)
-        streams = [self._write_stream(tensor_id, stream_id, plan)
-                   for stream_id, plan in enumerate(rec.streams)]
+        tensor_id = len(self.records) + len(self._pending)
+        jobs = [(plan, self._submit_stream(tensor_id, stream_id, plan, plan.chain))
+                for stream_id, plan in enumerate(rec.streams)]
+        self._pending.append((name, shape, dtype, kind, rec, sha, tensor_id, jobs, raw.size))
+        self._inflight += raw.size
+        self.names.add(name)
+        self._drain(self._pipeline_bytes if self._pipeline_bytes > 0 else -1)
+
+    def _submit_stream(self, tensor_id: int, stream_id: int, plan, chain) -> list:
+        n, ce = plan.elements.size, plan.chunk_elements
+        return [self._pool.submit(_chunk_block, (chain, plan.dtype, plan.elements[c * ce:(c + 1) * ce],
+                                                 tensor_id, stream_id, c))
+                for c in range(-(-n // ce))]
+
+    def _drain(self, limit: int) -> None:
+        """Write pending tensors in order: every one while more than `limit` bytes are in
+        flight, then those whose chunks are all done."""
+        while self._pending:
+            head = self._pending[0]
+            if self._inflight <= limit and not all(f.done() for _, fs in head[7] for f in fs):
+                return
+            self._pending.popleft()
+            self._inflight -= head[8]
+            self._write_record(*head[:8])
+
+    def _write_record(self, name, shape, dtype, kind, rec, sha, tensor_id, jobs) -> None:
+        streams = [self._write_stream(tensor_id, stream_id, plan, futures)
+                   for stream_id, (plan, futures) in enumerate(jobs)]
         flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0)
         self.records.append(dict(
             name_length=len(name.encode("utf-8")), name=name.encode("utf-8"), dtype=dtype.code,
@@ -146,24 +187,17 @@ class Writer:
             sha256=sha.result() if sha else None, error=rec.error,
             params_length=len(rec.params), params=rec.params, stream_count=len(streams),
             streams=streams))
-        self.names.add(name)
 
-    def _write_stream(self, tensor_id: int, stream_id: int, plan) -> dict:
+    def _write_stream(self, tensor_id: int, stream_id: int, plan, futures) -> dict:
         n, ce = plan.elements.size, plan.chunk_elements
-        count = -(-n // ce)
-
-        def encode_all(chain):
-            jobs = ((chain, plan.dtype, plan.elements[c * ce:(c + 1) * ce], tensor_id, stream_id,
-                     c) for c in range(count))
-            return list(self._pool.map(_chunk_block, jobs))
-
+        count = len(futures)
         chain = plan.chain
-        blocks = encode_all(chain)
+        blocks = [f.result() for f in futures]
         # "raw where that is smaller": a stream that the chain does not shrink is stored as is
         if not isinstance(chain.array_to_bytes, BytesCodec) and \
                 sum(len(p) for _, p, _ in blocks) >= n * plan.dtype.itemsize:
             chain = Chain(BytesCodec(), None)
-            blocks = encode_all(chain)
+            blocks = [f.result() for f in self._submit_stream(tensor_id, stream_id, plan, chain)]
         refs = []
         for c, (header, payload, crc) in enumerate(blocks):
             refs.append(self._write_block(header, payload, crc, L.BLOCK_CHUNK))
@@ -190,6 +224,7 @@ class Writer:
         if self._closed:
             return
         try:
+            self._drain(-1)
             payload = self._index_payload()
             header = L.BlockHeader.build(dict(
                 block_type=L.BLOCK_INDEX, block_flags=0, tensor_id=L.NONE_ID,

@@ -79,6 +79,26 @@ def zstd_decode_exact(frame: memoryview, expected: int) -> bytes:
     return out
 
 
+def _histogram(lane: np.ndarray) -> np.ndarray:
+    if rans.native is not None:
+        counts = np.empty(256, np.uint64)
+        rans.native.histogram(lane, counts)
+        return counts.astype(np.int64)
+    return rans.kernels().histogram(lane)
+
+
+# _crans.decode_lanes codes for the lanes layer -> (exception, rule, message)
+_NATIVE_LANE_ERRORS = {
+    20: (CorruptPayload, "LAN-02", "the expected length does not split into the lanes"),
+    21: (CorruptPayload, "LAN-03", "lane headers run past the payload"),
+    22: (CorruptPayload, "LAN-03", "lane lengths do not add up to the payload"),
+    23: (CorruptPayload, "LAN-05", "raw lane {j} does not hold D bytes"),
+    24: (CorruptPayload, "LAN-05", "fill lane {j} does not hold 1 byte"),
+    25: (UnsupportedFeature, "LAN-04", "unknown lane method in lane {j}"),
+}
+_NEED_PYTHON = 26
+
+
 class LanesCodec(BytesToBytesCodec):
     codec_id = 256
     name = "lanes"
@@ -119,7 +139,7 @@ class LanesCodec(BytesToBytesCodec):
         d = lane.size
         if d == 0:
             return METHOD_RAW, b""
-        counts = rans.kernels().histogram(lane)
+        counts = _histogram(lane)
         if counts[lane[0]] == d:
             return METHOD_FILL, lane[:1].tobytes()
         best = (METHOD_RAW, None, d)  # the body is built only for the winner
@@ -144,6 +164,21 @@ class LanesCodec(BytesToBytesCodec):
 
     def decode(self, data, expected_length):
         data = memoryview(data)
+        if rans.native is not None:
+            # one call for the whole payload: raw, fill and rans lanes, rans lanes decoded in
+            # pairs by the vector decoder; a payload with a zstd lane takes the path below
+            out = np.empty(expected_length, np.uint8)
+            code, j = rans.native.decode_lanes(data, self.lane_count, out)
+            if code == 0:
+                return out
+            if code in rans.NATIVE_ERRORS:
+                raise rans.native_error(code, f" (lane {j})")
+            if code != _NEED_PYTHON:
+                cls, rule, msg = _NATIVE_LANE_ERRORS[code]
+                raise cls(msg.format(j=j), rule=rule)
+        return self._decode_python(data, expected_length)
+
+    def _decode_python(self, data: memoryview, expected_length: int):
         n = self.lane_count
         if expected_length % n:
             raise CorruptPayload(f"{expected_length} bytes do not split into {n} lanes",

@@ -1,9 +1,12 @@
 """Lane method 4 `rans` of codec `lanes`: static order-0 rANS, spec/codecs/rans.md.
 
 Encoder: one byte histogram per lane, the scale R (10..12) that gives the fewest bytes, frequencies
-normalized to 2^R, 4 interleaved 32-bit states, 16-bit renormalization. Decoder: header and table
-checked field by field (RNS-01..04) before any table is built, then one native loop; the final states
-and the word count are checked after it (RNS-06).
+normalized to 2^R, ENCODER_STATES interleaved 32-bit states, 16-bit renormalization. Decoder: header
+and table checked field by field (RNS-01..04) before any table is built, then one native loop; the
+final states and the word count are checked after it (RNS-06).
+
+Two implementations of the loops, giving the same bytes: C (`_crans.c`, vector decoder, built by
+setup.py when a compiler is available) and numba (`_kernels.py`, always there).
 """
 
 from __future__ import annotations
@@ -21,9 +24,32 @@ RANS_L = 1 << 16
 MAX_SCALE_LOG2 = 15
 MAX_STATES = 32
 ENCODER_SCALES = (10, 12)  # encoder's search range for R: R <= 12 takes the fast decoder
-ENCODER_STATES = 4
+ENCODER_STATES = 16  # two AVX2 registers of states: the vector decoder needs N % 8 == 0
 
 _k = None
+
+try:  # the C kernels (setup.py builds them when a compiler is there); numba otherwise
+    from . import _crans as native
+except ImportError:  # pragma: no cover - depends on the install
+    native = None
+
+# _crans error codes -> (rule, message) of parse() and decode_into() below
+NATIVE_ERRORS = {
+    1: ("RNS-01", "rans lane data is shorter than its header"),
+    2: ("RNS-01", "rans header out of range"),
+    3: ("RNS-03", "rans lane data too short for its table and states, or an odd number of word "
+                  "bytes"),
+    4: ("RNS-02", "rans table padding bits are not zero"),
+    5: ("RNS-02", "rans frequencies do not sum to 2^scale_log2"),
+    6: ("RNS-04", "rans initial state below 2^16"),
+    7: ("RNS-05", "rans stream ends before the lane is decoded"),
+    8: ("RNS-06", "rans stream does not end in its initial state"),
+}
+
+
+def native_error(code: int, where: str = "") -> CorruptPayload:
+    rule, msg = NATIVE_ERRORS[code]
+    return CorruptPayload(msg + where, rule=rule)
 
 
 def kernels():
@@ -41,13 +67,24 @@ def estimate(counts: np.ndarray) -> tuple[int, float]:
 
 
 def encode(lane: np.ndarray, counts: np.ndarray, scale_log2: int,
-           n_states: int = ENCODER_STATES) -> bytes:
+           n_states: int | None = None) -> bytes:
     """The lane data of method `rans` for `lane` (uint8), frequencies from `counts`."""
+    n_states = ENCODER_STATES if n_states is None else n_states
     k = kernels()
     f, ok = k.normalize(counts, scale_log2)
     if not ok:
         raise ValueError("rans: more symbols than 2^scale_log2 slots")
     a, b, w, base, t = k.table_layout(f)
+    if native is not None:
+        head = np.zeros(HEADER.size + t, np.uint8)
+        head[:HEADER.size] = np.frombuffer(HEADER.pack(scale_log2, n_states, a, b, w, base),
+                                           np.uint8)
+        k.pack_table(f, a, b, w, base, head[HEADER.size:])
+        out = np.empty(head.size + 4 * n_states + 2 * lane.size + 2, np.uint8)
+        n = native.encode_lane(lane, f.astype(np.uint32), scale_log2, n_states, head, out)
+        if n < 0:  # cannot happen: one word per byte at most, and out holds that many
+            raise AssertionError("rans: native encoder ran out of room")
+        return out[:n].tobytes()
     words = np.empty(lane.size + n_states + 1, np.uint16)
     states, nw = k.rans_encode(lane, f, scale_log2, n_states, words)
     out = np.zeros(HEADER.size + t + 4 * n_states + 2 * nw, np.uint8)
@@ -90,6 +127,11 @@ def parse(body) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
 
 def decode_into(body, out: np.ndarray) -> None:
     """Decode lane data `body` into `out` (uint8, D bytes) or raise CorruptPayload."""
+    if native is not None:
+        code = native.decode_lane(body, out)
+        if code:
+            raise native_error(code)
+        return
     r, f, states, words = parse(body)
     k = kernels()
     if states.size == 4 and r <= 12:

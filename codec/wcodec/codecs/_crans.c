@@ -1,0 +1,598 @@
+/* Native kernels of lane method `rans` (spec/codecs/rans.md): one call decodes or encodes a whole
+ * lane.
+ *
+ * Why C and not only numba: the scalar numba loop decodes ~0.5 G symbols/s, so a bf16 model with
+ * two coded planes cannot decode as fast as peers that use SIMD Huffman decoders. Here the decoder
+ * runs 8 states per AVX2 register (the spec's round of N states, words read in state order, is
+ * exactly the interleaving a vector decoder needs) and falls back to a portable scalar loop. The
+ * module is optional: wcodec/codecs/rans.py uses the numba kernels when it is not built, and the
+ * tests check that both give the same bytes.
+ *
+ * decode_lane(body, out) -> 0 or an error code (ERR_* below; rans.py turns it into CorruptPayload
+ *   with the rule id). Checks RNS-01..06 in the order of the spec before touching `out`.
+ * encode_lane(lane, freqs, scale_log2, state_count, out) -> bytes written into `out` (the complete
+ *   lane data: header, table, states, words) or -1 if `out` is too small.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define WC_X86 1
+#endif
+
+#define RANS_L 65536u
+#define MAX_STATES 32
+#define HEADER_SIZE 7
+
+enum {
+    ERR_SHORT_HEADER = 1,   /* RNS-01 */
+    ERR_HEADER_RANGE = 2,   /* RNS-01 */
+    ERR_TOO_SHORT = 3,      /* RNS-03 */
+    ERR_PADDING = 4,        /* RNS-02 */
+    ERR_SUM = 5,            /* RNS-02 */
+    ERR_STATE = 6,          /* RNS-04 */
+    ERR_TRUNCATED = 7,      /* RNS-05 */
+    ERR_FINAL = 8,          /* RNS-06 */
+};
+
+/* ---- decoding --------------------------------------------------------------------------------- */
+
+typedef struct {
+    unsigned R, N;
+    uint32_t f[256];
+    uint32_t x[MAX_STATES];
+    const uint8_t *words;  /* little-endian u16, possibly unaligned */
+    size_t nw;
+} lane_t;
+
+static inline uint32_t load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint32_t word_at(const uint8_t *w, size_t i) {
+    return (uint32_t)w[2 * i] | ((uint32_t)w[2 * i + 1] << 8);
+}
+
+/* RNS-01..04: header, table, states. Fills `L`; returns 0 or an error code. */
+static int parse_lane(const uint8_t *b, size_t n, lane_t *L) {
+    if (n < HEADER_SIZE) return ERR_SHORT_HEADER;
+    unsigned R = b[0], N = b[1], a = b[2], z = b[3], w = b[4];
+    uint32_t base = (uint32_t)b[5] | ((uint32_t)b[6] << 8);
+    if (R < 1 || R > 15 || N < 1 || N > MAX_STATES || a > z || w < 1 || w > 16)
+        return ERR_HEADER_RANGE;
+    size_t nbits = (size_t)(z - a + 1) * w, t = (nbits + 7) / 8;
+    if (n < HEADER_SIZE + t + 4 * (size_t)N || (n - HEADER_SIZE - t) % 2) return ERR_TOO_SHORT;
+    const uint8_t *tab = b + HEADER_SIZE;
+    if ((nbits % 8) && (tab[t - 1] >> (nbits % 8))) return ERR_PADDING;
+    memset(L->f, 0, sizeof L->f);
+    uint64_t acc = 0, sum = 0;
+    unsigned nb = 0;
+    size_t o = 0;
+    uint32_t mask = (1u << w) - 1;
+    for (unsigned s = a; s <= z; s++) {
+        while (nb < w) { acc |= (uint64_t)tab[o++] << nb; nb += 8; }
+        L->f[s] = (uint32_t)(acc & mask) + base;
+        sum += L->f[s];
+        acc >>= w;
+        nb -= w;
+    }
+    if (sum != (1u << R)) return ERR_SUM;
+    const uint8_t *st = tab + t;
+    for (unsigned j = 0; j < N; j++) {
+        L->x[j] = load_u32(st + 4 * j);
+        if (L->x[j] < RANS_L) return ERR_STATE;
+    }
+    L->R = R;
+    L->N = N;
+    L->words = st + 4 * N;
+    L->nw = (n - HEADER_SIZE - t - 4 * (size_t)N) / 2;
+    return 0;
+}
+
+/* slot -> s | (slot - C_s) << 8 | (f_s - 1) << 20 for R <= 12; for larger R the same fields in
+ * 64 bits (s, slot - C_s << 8, f_s << 24). One load per decoded symbol either way. */
+static void build_table(const lane_t *L, uint32_t *ent32, uint64_t *ent64) {
+    uint32_t c = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        uint32_t fs = L->f[s];
+        for (uint32_t k = 0; k < fs; k++) {
+            if (ent32) ent32[c + k] = s | (k << 8) | ((fs - 1) << 20);
+            else ent64[c + k] = (uint64_t)s | ((uint64_t)k << 8) | ((uint64_t)fs << 24);
+        }
+        c += fs;
+    }
+}
+
+/* The tail (and every lane the fast paths do not take): symbol by symbol, every read checked.
+ * Starts at output byte i, word p. Returns 0 or ERR_TRUNCATED. */
+static int decode_scalar(lane_t *L, const uint32_t *ent32, const uint64_t *ent64,
+                         uint8_t *out, size_t d, size_t i, size_t *pp) {
+    const unsigned R = L->R, N = L->N;
+    const uint32_t mask = (1u << R) - 1;
+    size_t p = *pp;
+    unsigned j = (unsigned)(i % N);
+    for (; i < d; i++) {
+        uint32_t x = L->x[j], slot = x & mask, fs, bias;
+        if (ent32) {
+            uint32_t e = ent32[slot];
+            out[i] = (uint8_t)e;
+            fs = (e >> 20) + 1;
+            bias = (e >> 8) & 0xFFF;
+        } else {
+            uint64_t e = ent64[slot];
+            out[i] = (uint8_t)e;
+            fs = (uint32_t)(e >> 24);
+            bias = (uint32_t)(e >> 8) & 0xFFFF;
+        }
+        x = fs * (x >> R) + bias;
+        if (x < RANS_L) {
+            if (p >= L->nw) { L->x[j] = x; *pp = p; return ERR_TRUNCATED; }
+            x = (x << 16) | word_at(L->words, p++);
+        }
+        L->x[j] = x;
+        if (++j == N) j = 0;
+    }
+    *pp = p;
+    return 0;
+}
+
+/* Four states in registers, branch-free renormalization (the branch mispredicts on half the
+ * symbols of a mantissa plane). Rounds while N words are surely available. */
+static size_t decode_fast4(lane_t *L, const uint32_t *ent, uint8_t *out, size_t d, size_t *pp) {
+    const unsigned R = L->R;
+    const uint32_t mask = (1u << R) - 1;
+    uint32_t x0 = L->x[0], x1 = L->x[1], x2 = L->x[2], x3 = L->x[3];
+    const uint8_t *w = L->words;
+    size_t p = *pp, i = 0;
+    while (i + 4 <= d && p + 4 <= L->nw) {
+        uint32_t e0 = ent[x0 & mask], e1 = ent[x1 & mask], e2 = ent[x2 & mask], e3 = ent[x3 & mask];
+        out[i] = (uint8_t)e0; out[i + 1] = (uint8_t)e1; out[i + 2] = (uint8_t)e2; out[i + 3] = (uint8_t)e3;
+        x0 = ((e0 >> 20) + 1) * (x0 >> R) + ((e0 >> 8) & 0xFFF);
+        x1 = ((e1 >> 20) + 1) * (x1 >> R) + ((e1 >> 8) & 0xFFF);
+        x2 = ((e2 >> 20) + 1) * (x2 >> R) + ((e2 >> 8) & 0xFFF);
+        x3 = ((e3 >> 20) + 1) * (x3 >> R) + ((e3 >> 8) & 0xFFF);
+#define RENORM(x) do { uint32_t c_ = (x) < RANS_L; uint32_t y_ = ((x) << 16) | word_at(w, p); \
+                       (x) = c_ ? y_ : (x); p += c_; } while (0)
+        RENORM(x0); RENORM(x1); RENORM(x2); RENORM(x3);
+        i += 4;
+    }
+    L->x[0] = x0; L->x[1] = x1; L->x[2] = x2; L->x[3] = x3;
+    *pp = p;
+    return i;
+}
+
+#ifdef WC_X86
+/* perm[m] moves the k-th word of a loaded group to the k-th lane whose bit is set in m. */
+static uint32_t perm_lut[256][8];
+
+static void init_perm(void) {
+    for (unsigned m = 0; m < 256; m++) {
+        unsigned k = 0;
+        for (unsigned j = 0; j < 8; j++) perm_lut[m][j] = (m >> j) & 1 ? k++ : 0;
+    }
+}
+
+/* One group of 8 states: decode 8 symbols into out[0..7], renormalize from words at *p. */
+__attribute__((target("avx2,popcnt")))
+static inline __m256i step8(__m256i x, const uint32_t *ent, __m128i rs, __m256i mask,
+                            uint8_t *out, const uint8_t *w, size_t *p) {
+    const __m256i one = _mm256_set1_epi32(1), b12 = _mm256_set1_epi32(0xFFF);
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    __m256i e = _mm256_i32gather_epi32((const int *)ent, _mm256_and_si256(x, mask), 4);
+    __m256i sy = _mm256_shuffle_epi8(e, pick);
+    uint32_t lo = (uint32_t)_mm256_extract_epi32(sy, 0), hi = (uint32_t)_mm256_extract_epi32(sy, 4);
+    memcpy(out, &lo, 4);
+    memcpy(out + 4, &hi, 4);
+    __m256i fs = _mm256_add_epi32(_mm256_srli_epi32(e, 20), one);
+    __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 8), b12);
+    x = _mm256_add_epi32(_mm256_mullo_epi32(fs, _mm256_srl_epi32(x, rs)), bias);
+    __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), _mm256_setzero_si256());
+    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(need));
+    __m256i wv = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * *p)));
+    wv = _mm256_permutevar8x32_epi32(wv, _mm256_loadu_si256((const __m256i *)perm_lut[m]));
+    x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), wv), need);
+    *p += (size_t)_mm_popcnt_u32(m);
+    return x;
+}
+
+/* Up to 4 lanes whose N is a multiple of 8 (8 to 32), decoded together: each round steps every
+ * group of 8 states of every lane, so 2 lanes of N = 16 keep 4 independent dependency chains in
+ * flight (one chain is latency-bound: gather, multiply, renormalization). A round of a lane reads
+ * at most N words, and each group loads 8 words at its position: rounds run while p + N + 8 words
+ * exist in every lane, and each lane's rest goes to decode_scalar. Returns nothing; i[] and p[]
+ * say where each lane stopped. */
+__attribute__((target("avx2,popcnt")))
+static void decode_avx2(lane_t **L, const uint32_t **ent, uint8_t **out, size_t d, unsigned k,
+                        size_t *iout, size_t *pout) {
+    __m256i x[4][4], mask[4];
+    __m128i rs[4];
+    size_t p[4], i = 0;
+    unsigned G[4];
+    for (unsigned l = 0; l < k; l++) {
+        G[l] = L[l]->N / 8;
+        rs[l] = _mm_cvtsi32_si128((int)L[l]->R);
+        mask[l] = _mm256_set1_epi32((int)((1u << L[l]->R) - 1));
+        for (unsigned g = 0; g < G[l]; g++)
+            x[l][g] = _mm256_loadu_si256((const __m256i *)(L[l]->x + 8 * g));
+        p[l] = 0;
+    }
+    for (;;) {
+        int room = 1;
+        for (unsigned l = 0; l < k; l++)
+            room &= i + L[l]->N <= d && p[l] + L[l]->N + 8 <= L[l]->nw;
+        if (!room) break;
+        /* every lane of a set has the same N (decode_lanes groups them so) */
+        for (unsigned g = 0; g < G[0]; g++)
+            for (unsigned l = 0; l < k; l++)
+                x[l][g] = step8(x[l][g], ent[l], rs[l], mask[l], out[l] + i + 8 * g, L[l]->words, &p[l]);
+        i += L[0]->N;
+    }
+    for (unsigned l = 0; l < k; l++) {
+        for (unsigned g = 0; g < G[l]; g++) _mm256_storeu_si256((__m256i *)(L[l]->x + 8 * g), x[l][g]);
+        iout[l] = i;
+        pout[l] = p[l];
+    }
+}
+
+static int have_avx2;
+#endif
+
+static int finish_lane(lane_t *L, size_t i, size_t p, const uint32_t *ent32, const uint64_t *ent64,
+                       uint8_t *out, size_t d) {
+    int err = decode_scalar(L, ent32, ent64, out, d, i, &p);
+    if (err) return err;
+    if (p != L->nw) return ERR_FINAL;
+    for (unsigned j = 0; j < L->N; j++)
+        if (L->x[j] != RANS_L) return ERR_FINAL;
+    return 0;
+}
+
+/* One lane alone (any R, N). `scratch` holds 2^15 u64. */
+static int decode_one(lane_t *L, uint8_t *out, size_t d, uint64_t *scratch) {
+    size_t p = 0, i = 0;
+    if (L->R > 12) {
+        build_table(L, NULL, scratch);
+        return finish_lane(L, 0, 0, NULL, scratch, out, d);
+    }
+    uint32_t *ent = (uint32_t *)scratch;
+    build_table(L, ent, NULL);
+#ifdef WC_X86
+    if (have_avx2 && L->N % 8 == 0) {
+        lane_t *ls[1] = {L};
+        const uint32_t *es[1] = {ent};
+        uint8_t *os[1] = {out};
+        decode_avx2(ls, es, os, d, 1, &i, &p);
+    } else
+#endif
+    if (L->N == 4) i = decode_fast4(L, ent, out, d, &p);
+    return finish_lane(L, i, p, ent, NULL, out, d);
+}
+
+#define LANE_HEADER 5
+enum {
+    ERR_LAN02 = 20, ERR_LAN03_HEAD = 21, ERR_LAN03_SUM = 22, ERR_LAN05_RAW = 23, ERR_LAN05_FILL = 24,
+    ERR_LAN04 = 25, NEED_PYTHON = 26,  /* a zstd lane: the caller decodes this payload itself */
+};
+
+/* The whole `lanes` payload (spec/codecs/lanes.md) into out (L bytes). Checks run in the order of
+ * the spec and of lanes.py: a lane's error is reported only if every lane before it decoded. The
+ * rans lanes that can go through the vector decoder are decoded together, two at a time. Returns
+ * an error code and sets *bad to the lane it concerns. */
+static int decode_lanes_impl(const uint8_t *data, size_t n, unsigned lanes, uint8_t *out, size_t total,
+                             uint64_t *scratch, unsigned *bad) {
+    *bad = 0;
+    if (total % lanes) return ERR_LAN02;
+    size_t d = total / lanes, head = (size_t)lanes * LANE_HEADER;
+    if (n < head) return ERR_LAN03_HEAD;
+    size_t sum = 0;
+    for (unsigned j = 0; j < lanes; j++) {
+        const uint8_t *h = data + j * LANE_HEADER;
+        if (h[0] == 1) return NEED_PYTHON;
+        sum += (size_t)load_u32(h + 1);
+    }
+    if (head + sum != n) return ERR_LAN03_SUM;
+    /* pass 1, in lane order: methods, lengths, rans headers; raw and fill decoded right away. The
+     * first lane that fails stops the pass; lanes before it still get decoded (and may fail
+     * first). */
+    lane_t L[16];
+    int is_rans[16] = {0}, first_err = 0;
+    unsigned nl = lanes;
+    size_t pos = head;
+    for (unsigned j = 0; j < lanes && !first_err; j++) {
+        const uint8_t *h = data + j * LANE_HEADER, *body = data + pos;
+        size_t len = load_u32(h + 1);
+        pos += len;
+        uint8_t *o = out + (size_t)j * d;
+        switch (h[0]) {
+        case 0:
+            if (len != d) first_err = ERR_LAN05_RAW; else memcpy(o, body, d);
+            break;
+        case 2:
+            if (len != 1) first_err = ERR_LAN05_FILL; else memset(o, body[0], d);
+            break;
+        case 4:
+            first_err = parse_lane(body, len, &L[j]);
+            is_rans[j] = !first_err;
+            break;
+        default:
+            first_err = ERR_LAN04;
+        }
+        if (first_err) { nl = j; *bad = j; }
+    }
+    /* pass 2: the rans lanes before nl; pairs of vector-decodable lanes go together */
+    int pending = -1;  /* a vector-decodable lane waiting for a partner */
+    uint32_t *ent2 = (uint32_t *)scratch + 4096;  /* the partner's table */
+    for (unsigned j = 0; j < nl; j++) {
+        if (!is_rans[j]) continue;
+        uint8_t *o = out + (size_t)j * d;
+        int err = 0;
+#ifdef WC_X86
+        if (have_avx2 && L[j].N % 8 == 0 && L[j].R <= 12) {
+            if (pending < 0 || L[pending].N != L[j].N) {
+                if (pending >= 0) {  /* different N: decode the waiting one alone */
+                    err = decode_one(&L[pending], out + (size_t)pending * d, d, scratch);
+                    if (err) { *bad = (unsigned)pending; return err; }
+                }
+                pending = (int)j;
+                continue;
+            }
+            uint32_t *ent1 = (uint32_t *)scratch;
+            build_table(&L[pending], ent1, NULL);
+            build_table(&L[j], ent2, NULL);
+            lane_t *ls[2] = {&L[pending], &L[j]};
+            const uint32_t *es[2] = {ent1, ent2};
+            uint8_t *os[2] = {out + (size_t)pending * d, o};
+            size_t is[2], ps[2];
+            decode_avx2(ls, es, os, d, 2, is, ps);
+            for (unsigned l = 0; l < 2; l++) {
+                size_t i = is[l], p = ps[l];
+                /* each lane on alone with the vector loop, then its checked tail */
+                if (i < d) {
+                    lane_t *one[1] = {ls[l]};
+                    const uint32_t *e1[1] = {es[l]};
+                    uint8_t *o1[1] = {os[l] + i};
+                    size_t i2, p2;
+                    lane_t tmp = *ls[l];
+                    tmp.words = ls[l]->words + 2 * p;
+                    tmp.nw = ls[l]->nw - p;
+                    one[0] = &tmp;
+                    decode_avx2(one, e1, o1, d - i, 1, &i2, &p2);
+                    memcpy(ls[l]->x, tmp.x, sizeof tmp.x);
+                    i += i2;
+                    p += p2;
+                }
+                err = finish_lane(ls[l], i, p, es[l], NULL, os[l], d);
+                if (err) { *bad = l ? j : (unsigned)pending; return err; }
+            }
+            pending = -1;
+            continue;
+        }
+#endif
+        if (pending >= 0) {
+            err = decode_one(&L[pending], out + (size_t)pending * d, d, scratch);
+            if (err) { *bad = (unsigned)pending; return err; }
+            pending = -1;
+        }
+        err = decode_one(&L[j], o, d, scratch);
+        if (err) { *bad = j; return err; }
+    }
+    if (pending >= 0) {
+        int err = decode_one(&L[pending], out + (size_t)pending * d, d, scratch);
+        if (err) { *bad = (unsigned)pending; return err; }
+    }
+    return first_err;
+}
+
+/* decode_lane(body, out) -> error code: one rans lane. */
+static PyObject *py_decode_lane(PyObject *self, PyObject *args) {
+    Py_buffer body, out;
+    if (!PyArg_ParseTuple(args, "y*w*", &body, &out)) return NULL;
+    int err;
+    uint64_t *scratch = PyMem_RawMalloc(sizeof(uint64_t) << 15);
+    if (!scratch) {
+        PyBuffer_Release(&body);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    lane_t L;
+    err = parse_lane(body.buf, (size_t)body.len, &L);
+    if (!err) err = decode_one(&L, out.buf, (size_t)out.len, scratch);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&out);
+    return PyLong_FromLong(err);
+}
+
+/* decode_lanes(data, lane_count, out) -> (error code, lane): a whole `lanes` payload. */
+static PyObject *py_decode_lanes(PyObject *self, PyObject *args) {
+    Py_buffer data, out;
+    unsigned lanes;
+    if (!PyArg_ParseTuple(args, "y*Iw*", &data, &lanes, &out)) return NULL;
+    if (lanes < 1 || lanes > 16) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "decode_lanes: lane_count must be 1 to 16");
+        return NULL;
+    }
+    int err;
+    unsigned bad = 0;
+    uint64_t *scratch = PyMem_RawMalloc(sizeof(uint64_t) << 15);
+    if (!scratch) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = decode_lanes_impl(data.buf, (size_t)data.len, lanes, out.buf, (size_t)out.len, scratch, &bad);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return Py_BuildValue("(iI)", err, bad);
+}
+
+/* ---- encoding ----------------------------------------------------------------------------------- */
+
+/* Per byte value: what one encoder step needs, in one 32-byte record (one cache line holds two). */
+typedef struct {
+    uint64_t xmax;   /* f << (32 - R): renormalize when x >= xmax */
+    uint32_t mlo;    /* x div f = (x + (x * mlo >> 32)) >> l, exact for every x < 2^32 */
+    uint32_t l;      /* (Granlund and Montgomery 1994, thm 4.2, with the 33-bit magic 2^32 + mlo) */
+    uint32_t f, c;   /* frequency and cumulative frequency */
+    uint64_t pad;
+} encsym_t;
+
+/* One encoder step, branch-free: the renormalization word is always stored and the pointer moves
+ * only when it is needed (that branch would mispredict on every other byte of a mantissa plane). */
+#define ENC_STEP(xv, sym) do {                                                          \
+        const encsym_t *e_ = &es[(sym)];                                                \
+        uint32_t x_ = (xv);                                                             \
+        unsigned c_ = (uint64_t)x_ >= e_->xmax;                                         \
+        w[-1] = (uint16_t)x_;                                                           \
+        w -= c_;                                                                        \
+        x_ >>= 16 * c_;                                                                 \
+        uint32_t q_ = (uint32_t)((x_ + (((uint64_t)x_ * e_->mlo) >> 32)) >> e_->l);     \
+        (xv) = (q_ << R) + (x_ - q_ * e_->f) + e_->c;                                   \
+    } while (0)
+
+/* Encode d bytes with N states, frequencies f (sum 2^R, f > 0 for every byte present). The words
+ * are written backwards, ending at `wend`; returns their count, or -1 if `cap` words do not fit. */
+static ptrdiff_t encode_impl(const uint8_t *lane, size_t d, const uint32_t *f, unsigned R,
+                             unsigned N, uint32_t *x, uint16_t *wend, size_t cap) {
+    encsym_t es[256];
+    uint32_t acc = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        unsigned l = 0;
+        while (f[s] > (1u << l)) l++;
+        es[s].f = f[s];
+        es[s].c = acc;
+        es[s].l = l;
+        es[s].mlo = f[s] ? (uint32_t)((((unsigned __int128)1 << (32 + l)) / f[s]) + 1) : 0;
+        es[s].xmax = (uint64_t)f[s] << (32 - R);
+        es[s].pad = 0;
+        acc += f[s];
+    }
+    for (unsigned j = 0; j < N; j++) x[j] = RANS_L;
+    /* at most one word per byte, plus the one slot below the last word that the branch-free
+     * step may scribble on: checked once here instead of per word */
+    if (cap < d + 1) return -1;
+    uint16_t *w = wend;
+    size_t i = d;
+    while (i % N) {  /* the last, partial round: bytes d-1 down to a multiple of N */
+        i--;
+        ENC_STEP(x[i % N], lane[i]);
+    }
+    while (i) {  /* whole rounds, state N-1 down to 0 */
+        for (unsigned jj = N; jj-- > 0;) {
+            i--;
+            ENC_STEP(x[jj], lane[i]);
+        }
+    }
+    return (ptrdiff_t)(wend - w);
+}
+
+/* encode_lane(lane, freqs(u32[256] bytes), R, N, table(bytes), out(writable)) -> length or -1.
+ * `table` is the already packed header + frequency table (rans.py builds it); out receives it,
+ * then the states, then the words. */
+static PyObject *py_encode_lane(PyObject *self, PyObject *args) {
+    Py_buffer lane, freqs, head, out;
+    unsigned R, N;
+    if (!PyArg_ParseTuple(args, "y*y*IIy*w*", &lane, &freqs, &R, &N, &head, &out)) return NULL;
+    Py_ssize_t result = -1;
+    if (freqs.len != 256 * 4 || R < 1 || R > 15 || N < 1 || N > MAX_STATES) {
+        PyErr_SetString(PyExc_ValueError, "encode_lane: bad frequencies, R or N");
+        result = -2;
+    } else {
+        size_t fixed = (size_t)head.len + 4 * (size_t)N;
+        if ((size_t)out.len >= fixed) {
+            uint8_t *o = out.buf;
+            size_t cap = ((size_t)out.len - fixed) / 2;
+            /* words first go to the end of `out` (written backwards), then move down behind the
+             * states: one memmove instead of a reversal */
+            uint16_t *wend = (uint16_t *)(o + fixed) + cap;
+            uint32_t x[MAX_STATES];
+            ptrdiff_t nw;
+            Py_BEGIN_ALLOW_THREADS
+            nw = encode_impl(lane.buf, (size_t)lane.len, freqs.buf, R, N, x, wend, cap);
+            if (nw >= 0) {
+                memcpy(o, head.buf, (size_t)head.len);
+                memcpy(o + head.len, x, 4 * (size_t)N);  /* little-endian hosts (checked at import) */
+                memmove(o + fixed, wend - nw, 2 * (size_t)nw);
+            }
+            Py_END_ALLOW_THREADS
+            if (nw >= 0) result = (Py_ssize_t)(fixed + 2 * (size_t)nw);
+        }
+    }
+    PyBuffer_Release(&lane);
+    PyBuffer_Release(&freqs);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&out);
+    if (result == -2) return NULL;
+    return PyLong_FromSsize_t(result);
+}
+
+/* histogram(lane, counts(writable u64[256])): byte counts, four partial tables (runs of one value
+ * would otherwise serialize on one counter). */
+static PyObject *py_histogram(PyObject *self, PyObject *args) {
+    Py_buffer lane, counts;
+    if (!PyArg_ParseTuple(args, "y*w*", &lane, &counts)) return NULL;
+    if (counts.len != 256 * 8) {
+        PyBuffer_Release(&lane);
+        PyBuffer_Release(&counts);
+        PyErr_SetString(PyExc_ValueError, "histogram: counts must be 256 u64");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t h[4][256];
+    memset(h, 0, sizeof h);
+    const uint8_t *b = lane.buf;
+    size_t n = (size_t)lane.len, i = 0;
+    uint64_t *out = counts.buf;
+    memset(out, 0, 256 * 8);
+    while (i < n) {
+        /* flush before a u32 counter could overflow */
+        size_t end = n - i > ((size_t)1 << 30) ? i + ((size_t)1 << 30) : n;
+        for (; i + 4 <= end; i += 4) { h[0][b[i]]++; h[1][b[i + 1]]++; h[2][b[i + 2]]++; h[3][b[i + 3]]++; }
+        for (; i < end; i++) h[0][b[i]]++;
+        for (unsigned s = 0; s < 256; s++) {
+            out[s] += (uint64_t)h[0][s] + h[1][s] + h[2][s] + h[3][s];
+            h[0][s] = h[1][s] = h[2][s] = h[3][s] = 0;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&lane);
+    PyBuffer_Release(&counts);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"decode_lane", py_decode_lane, METH_VARARGS, "Decode one rans lane into out; 0 or an error code."},
+    {"decode_lanes", py_decode_lanes, METH_VARARGS, "Decode a whole lanes payload; (error code, lane)."},
+    {"encode_lane", py_encode_lane, METH_VARARGS, "Encode one rans lane into out; its length or -1."},
+    {"histogram", py_histogram, METH_VARARGS, "Byte histogram of a buffer into 256 u64 counts."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_crans", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__crans(void) {
+    const uint16_t probe = 1;
+    if (*(const uint8_t *)&probe != 1) {
+        PyErr_SetString(PyExc_ImportError, "_crans assumes a little-endian host");
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+#ifdef WC_X86
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    init_perm();
+    PyModule_AddIntConstant(m, "AVX2", have_avx2);
+#else
+    PyModule_AddIntConstant(m, "AVX2", 0);
+#endif
+    return m;
+}
