@@ -182,3 +182,24 @@ def test_cli_target_snr(tmp_path):
     res = r.invoke(app, ["archive", "add", str(tmp_path / "b"), str(paths[0]), "--lossy", "0.01",
                          "--rounding", "up"])
     assert res.exit_code == 2
+
+
+def test_same_relative_step_reuses_exact_steps(tmp_path):
+    from wcodec.archive_lossy import parent_steps, seed_for
+    from wcodec.reader import Reader
+    ck = series(5, seed=6)
+    a = Archive(tmp_path / "f", create=True, keyframe_every=8)
+    steps = []
+    for k, t in enumerate(ck):
+        e = a.add(t, f"s{k}", lossy=LossyControl(step=0.05))
+        with Reader(tmp_path / "f" / e["file"]) as r:
+            steps.append(parent_steps(r))
+    assert steps[0] == {} and steps[1] and set(steps[1]) == {"w", "b"}
+    # the RMS of each tensor drifts, but the step (and so the dither offsets) stays exactly
+    assert steps[1] == steps[2] == steps[3] == steps[4]
+    # a new step gets new offsets: the same offsets at another step would correlate the new
+    # rounding with the old error
+    assert seed_for("dither", None, "w", 0.01) != seed_for("dither", None, "w", 0.011)
+    assert seed_for("dither", b"a" * 32, "w", 0.01) == seed_for("dither", b"b" * 32, "w", 0.01)
+    assert seed_for("stochastic", b"a" * 32, "w", 0.01) != \
+        seed_for("stochastic", b"b" * 32, "w", 0.01)

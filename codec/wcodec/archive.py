@@ -33,7 +33,7 @@ from .records.plain import Plain
 from .records.predicted import (KIND_ID, MAX_DEPTH, FLOAT_DTYPES, ParentResolver, PredParams,
                                 Reference, file_sha256, reference_chain)
 from .records.predicted_encoder import choose, fit_decay
-from .archive_lossy import LossyControl, StepSearch, lossy_eligible
+from .archive_lossy import LossyControl, StepSearch, lossy_eligible, parent_steps
 from .writer import EncodeOptions, Writer
 
 MANIFEST = "archive.json"
@@ -175,10 +175,11 @@ class Archive:
             lossy_refs = {n: r for n, r in refs.items() if lossy_eligible(*elems[n][:2])}
             preds = {n: dict(predictor="scalar", a=decay[0], repeat=decay[1]) if decay
                      else dict(predictor="identity") for n in lossy_refs}
-            search = StepSearch(lossy, elems, lossy_refs, preds, parent_sha, options,
-                                reference_of)
             prev_rel = parent.get("lossy_rel_step") \
                 if parent.get("rounding") == lossy.rounding else None
+            search = StepSearch(lossy, elems, lossy_refs, preds, parent_sha, options,
+                                reference_of, prev_rel,
+                                self._steps(parent) if prev_rel is not None else None)
             rel = search.run(prev_rel) if lossy.searched else lossy.step
             # level streams are mostly zero bytes: large chunks and no alignment padding cost
             # less framing (about 1 % of a lossy checkpoint); neither changes what is decoded
@@ -221,6 +222,11 @@ class Archive:
         self._save()
         self._last = (entry["sha256"], decoded)
         return entry
+
+    def _steps(self, entry: dict) -> dict:
+        """The exact steps of a lossy checkpoint's quantized records (from its index)."""
+        with Reader(self.folder / entry["file"]) as r:
+            return parent_steps(r)
 
     def _decoded(self, entry: dict) -> dict:
         if self._last is not None and self._last[0] == entry["sha256"]:

@@ -24,8 +24,10 @@ ones, so a fixed step either misses the target there or wastes bits everywhere e
 
 Rounding (module docstring of records/predicted.py, Predicted.encode): "dither" (default) rounds
 a residual r to ⌊r/step + u⌋ with one offset u per weight, uniform in [0, 1) and the same at
-every checkpoint (seeded by the tensor name): each weight keeps its own rounding threshold, the
-error is unbiased across weights, and a weight that stops moving stops costing bits. "nearest"
+every checkpoint coded with the same step (seeded by the tensor name and step; a checkpoint at
+its predecessor's relative step reuses the predecessor's exact steps): each weight keeps its own
+rounding threshold, the error is unbiased across weights, and a weight that stops moving stops
+costing bits. A new step draws new offsets. "nearest"
 rounds to nearest: its error is the part of each update below half a step, pointing back toward
 the previous checkpoint in every weight at once, which the model's output feels far more.
 "stochastic" draws fresh offsets at every checkpoint (seeded by the parent's SHA-256 too):
@@ -106,12 +108,27 @@ def abs_step(scale: float, rel: float) -> float:
     return float(np.float32(max(rel * scale, 1e-30)))
 
 
-def seed_for(rounding: str, parent_sha: bytes | None, name: str) -> int:
-    """The offsets' seed: the tensor name (dither: the same offsets at every checkpoint), plus the
-    parent's SHA-256 (stochastic: fresh offsets at every checkpoint)."""
+def seed_for(rounding: str, parent_sha: bytes | None, name: str, step: float) -> int:
+    """The offsets' seed. dither: the tensor name and its step (binary32 bits), so the offsets
+    are the same at every checkpoint coded with the same step and independent of them after a
+    change of step (reusing them at another step would correlate the new rounding with the old
+    error); stochastic: the parent's SHA-256 too (fresh offsets at every checkpoint)."""
     salt = (parent_sha or b"") if rounding == "stochastic" else b""
-    h = hashlib.sha256(salt + name.encode("utf-8")).digest()
+    h = hashlib.sha256(salt + np.float32(step).tobytes() + name.encode("utf-8")).digest()
     return int.from_bytes(h[:8], "little")
+
+
+def parent_steps(reader) -> dict:
+    """name -> step of every quantized predicted record of a file (its index only)."""
+    from .records.predicted import KIND_ID, RES_QUANT, PredParams
+    out = {}
+    for n in reader.keys():
+        info = reader.info(n)
+        if info.record_kind == KIND_ID:
+            pp = PredParams.unpack(info.params, n)
+            if pp.residual == RES_QUANT:
+                out[n] = float(np.float32(pp.step))
+    return out
 
 
 class StepSearch:
@@ -119,7 +136,8 @@ class StepSearch:
     encode will (same predictor, step, rounding and seed), and measures the result."""
 
     def __init__(self, control: LossyControl, tensors: dict, refs: dict, predictors: dict,
-                 parent_sha: bytes | None, options, reference_of):
+                 parent_sha: bytes | None, options, reference_of, previous_rel=None,
+                 previous_steps=None):
         self.c = control
         self.tensors, self.refs, self.predictors = tensors, refs, predictors
         self.options, self.reference_of, self.parent_sha = options, reference_of, parent_sha
@@ -127,27 +145,37 @@ class StepSearch:
                        for n, (dt, shape, el) in tensors.items() if n in refs}
         self.trace: list[tuple[float, float]] = []
         self._cache: dict = {}
+        # the predecessor's relative step and its tensors' exact steps: a checkpoint coded at the
+        # same relative step reuses them (the RMS of a tensor drifts a little between checkpoints;
+        # a step that drifted would be a new step, with new dither offsets)
+        self.previous_rel = previous_rel
+        self.previous_steps = previous_steps or {}
+
+    def step(self, name: str, rel: float) -> float | None:
+        """Tensor `name`'s step at relative step `rel`; None: coded lossless."""
+        if rel == self.previous_rel and name in self.previous_steps:
+            return self.previous_steps[name]
+        scale = self.scales.get(name, 0.0)
+        return abs_step(scale, rel) if scale > 0 else None
 
     def kwargs(self, name: str, rel: float) -> dict | None:
         """Predicted.encode options of tensor `name` at relative step `rel`; None: lossless."""
-        scale = self.scales.get(name, 0.0)
-        if not scale > 0:
+        step = self.step(name, rel)
+        if step is None:
             return None
-        return dict(self.predictors[name], residual="quantized", step=abs_step(scale, rel),
+        return dict(self.predictors[name], residual="quantized", step=step,
                     rounding="nearest" if self.c.rounding == "nearest" else "dither",
-                    seed=seed_for(self.c.rounding, self.parent_sha, name))
+                    seed=seed_for(self.c.rounding, self.parent_sha, name, step))
 
     def _prepared(self, name: str):
-        """(x, prediction bits, prediction as binary64, offsets) of a lossy tensor; they do not
-        depend on the step, so the search computes them once."""
+        """(x, prediction bits, prediction as binary64) of a lossy tensor; they do not depend on
+        the step, so the search computes them once."""
         if name not in self._cache:
             dt, shape, el = self.tensors[name]
             pp = make_params(dt, shape, self.reference_of(name), residual="quantized", step=1.0,
                              **self.predictors[name])
             p = predict(self.refs[name], dt, shape, pp)
-            off = None if self.c.rounding == "nearest" else \
-                dither_offsets(seed_for(self.c.rounding, self.parent_sha, name), el.size)
-            self._cache[name] = (to_float64(el, dt), p, to_float64(p, dt), off)
+            self._cache[name] = (to_float64(el, dt), p, to_float64(p, dt))
         return self._cache[name]
 
     def decoded(self, rel: float) -> dict:
@@ -159,7 +187,8 @@ class StepSearch:
             if kw is None:
                 out[n] = (dt, tuple(shape), el.view(np.uint8))
                 continue
-            x, p, xp, off = self._prepared(n)
+            x, p, xp = self._prepared(n)
+            off = None if kw["rounding"] == "nearest" else dither_offsets(kw["seed"], x.size)
             q = quantize_levels(x, xp, kw["step"], off)
             pp = make_params(dt, shape, self.reference_of(n), residual="quantized",
                              step=kw["step"], **self.predictors[n])
@@ -226,4 +255,4 @@ def weight_snr_db(tensors: dict, refs: dict, decoded: dict) -> float:
 
 
 __all__ = ["LossyControl", "StepSearch", "weight_snr_db", "seed_for", "base_scale", "abs_step",
-           "lossy_eligible"]
+           "lossy_eligible", "parent_steps"]
