@@ -124,3 +124,72 @@ def test_stream_size_model_tracks_the_chain(scale):
     high = np.bincount(np.minimum(z >> 8, 255).astype(np.int64), minlength=256)
     assert RC._stream_bits(sample, z.size, opts.chunk_elements, high) == \
         pytest.approx(real, rel=0.03)
+
+
+def _weighted_sse(path, x, sens):
+    from wcodec.reader import Reader
+    out = 0.0
+    with Reader(path) as r:
+        for name, v in x.items():
+            e = r.info(name).error
+            out += sens[name] * e["mean_squared_error"] * v.size
+    return out
+
+
+def test_constrained_tilt_keeps_the_snr_floor(tmp_path):
+    """snr_slack_db: the sensitivity weighting goes only as far as the SNR floor allows, and
+    still lowers the weighted error against the unweighted (SNR-optimal) allocation."""
+    rng = np.random.default_rng(11)
+    x = {f"t{i}": (rng.standard_normal((96, 64)) * (0.02 + 0.01 * i)).astype(np.float32)
+         for i in range(6)}
+    sens = {f"t{i}": [30.0, 0.01, 3.0, 0.01, 1.0, 0.3][i] for i in range(6)}
+    tensors = [(k, F32, v.shape, v.reshape(-1).view(np.uint32)) for k, v in x.items()]
+    t = RC.Target(bits_per_weight=3.5)
+    a, b, c = (str(tmp_path / f"{n}.wcd") for n in "abc")
+    r0 = RC.encode_tensors(tensors, a, t)
+    r1 = RC.encode_tensors(tensors, b, t, sensitivity=sens, snr_slack_db=0.3)
+    r2 = RC.encode_tensors(tensors, c, t, sensitivity=sens)          # full weighting
+    assert 0 < r1["tilt_alpha"] < 1
+    assert r1["snr_db"] >= r0["snr_db"] - 0.3 - 0.1                   # model vs file: 0.1 dB
+    assert r2["snr_db"] < r1["snr_db"] - 0.1                           # the floor binds
+    assert _weighted_sse(b, x, sens) < _weighted_sse(a, x, sens)
+    assert r1["bits_per_weight"] <= 3.5
+
+
+def _read_both(path, name):
+    with Reader(path) as r:
+        fast = bytes(r.read_bytes(name))
+    saved, QZ._FUSED = QZ._FUSED, False
+    try:
+        with Reader(path) as r:
+            ref = bytes(r.read_bytes(name))
+    finally:
+        QZ._FUSED = saved
+    return fast, ref
+
+
+@pytest.mark.parametrize("quantizer,classes", [("dependent", 1), ("dependent", 4),
+                                               ("uniform", 8)])
+def test_fused_decoder_equals_numpy_decoder(tmp_path, quantizer, classes):
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((300, 70)) * 0.03).astype(np.float32)
+    x[5, 5] = 9.0
+    p = str(tmp_path / "d.wcd")
+    with Writer(p) as w:
+        w.add("t", F32, x.shape, x.reshape(-1).view(np.uint32), kind=QZ.Quantized, step=0.002,
+              quantizer=quantizer, classes=classes, lam=0.2)
+    fast, ref = _read_both(p, "t")
+    assert fast == ref
+
+
+def test_fused_decoder_saturates_like_the_spec(tmp_path):
+    """A decoded value beyond binary32's range saturates (QZ-03): the native pass hands such a
+    tensor to the numpy path."""
+    x = np.array([[3.4e38, -3.39e38, 1e38, 2.9e38]], np.float32)
+    p = str(tmp_path / "s.wcd")
+    with Writer(p) as w:
+        w.add("t", F32, x.shape, x.reshape(-1).view(np.uint32), kind=QZ.Quantized,
+              step=2.0e38, quantizer="uniform")
+    fast, ref = _read_both(p, "t")
+    assert fast == ref
+    assert np.isfinite(np.frombuffer(fast, np.float32)).all()

@@ -272,3 +272,34 @@ def row_sumsq(x, out):
             v = np.float64(x[r, j])
             acc += v * v
         out[r] = acc
+
+
+@njit(cache=True, nogil=True)
+def decode_rows_f32(z, rows, C, S, dependent, out):
+    """Decoder (QNT-08, quantization.md §2.1, §3, §4) for a float32 tensor with one scale S:
+    z holds the zigzag levels of `rows` (increasing row indices) in row order; row rows[i] of out
+    (R, C) float32 gets y = float64(m) × S rounded once to binary32, m = k (uniform) or
+    2k − a·sgn(k) (dependent, the state machine restarting at every row). Returns 0 when done,
+    1 when a level exceeds 2^28 (QNT-06: nothing may be trusted), 2 when a value overflowed
+    binary32 (the caller redoes the tensor with the spec's saturation)."""
+    status = 0
+    for i in range(rows.size):
+        r = rows[i]
+        st = 0
+        base = i * C
+        for j in range(C):
+            zz = np.int64(z[base + j])
+            if zz > (1 << 29):
+                return 1
+            k = (zz >> 1) ^ -(zz & 1)
+            if dependent:
+                a = st >> 1
+                m = 2 * k - a * (np.int64(k > 0) - np.int64(k < 0))
+                st = (((st & 1) ^ (k & 1)) << 1) | a
+            else:
+                m = k
+            y = np.float32(np.float64(m) * S)
+            if not np.isfinite(y):
+                status = 2
+            out[r, j] = y
+    return status

@@ -297,6 +297,9 @@ class Quantized(RecordKind):
         p = QuantParams.unpack(bytes(record.params), name)
         dtype = D.by_code(record.dtype)
         rows, cols = rows_cols(record.shape)
+        if dtype.name == "float32" and p.scale_mode == SCALE_TENSOR and \
+                _assemble_f32_fused(record, streams, out, p, rows, cols, name):
+            return
         per_class = []
         for c in range(p.class_count):
             sd = _level_dtype(record.streams[c].stream_dtype)
@@ -343,6 +346,40 @@ class Quantized(RecordKind):
         if p.scale_mode == SCALE_GROUP:
             d["group_size"] = p.group_size
         return d
+
+
+def _assemble_f32_fused(record, streams, out, p, rows, cols, name) -> bool:
+    """assemble() for a float32 record with one scale in one native pass per level stream
+    (_trellis_nb.decode_rows_f32): the same checks (QNT-05, QNT-06) and the same bytes as the
+    numpy path. False (nothing decided) when numba is missing or a value needs saturation."""
+    fn = _numba_fused()
+    if fn is None or rows * cols == 0:
+        return False
+    y = out.view(np.float32).reshape(rows, cols)
+    if p.class_count > 1:
+        cmap = streams[p.class_count].view(np.uint8)
+        if cmap.size and int(cmap.max()) >= p.class_count:
+            raise CorruptPayload("class map names a class ≥ class_count", rule="QNT-05",
+                                 tensor=name)
+        row_lists = [np.flatnonzero(cmap == c) for c in range(p.class_count)]
+        for c in range(p.class_count):
+            sd = _level_dtype(record.streams[c].stream_dtype)
+            if row_lists[c].size * cols != streams[c].view(sd.uint).size:
+                raise CorruptPayload(f"class {c} has {row_lists[c].size} rows, its stream "
+                                     f"{streams[c].view(sd.uint).size} levels", rule="QNT-05",
+                                     tensor=name)
+    else:
+        row_lists = [np.arange(rows)]
+    S = float(np.float64(np.float32(p.scale)))
+    for c in range(p.class_count):
+        sd = _level_dtype(record.streams[c].stream_dtype)
+        status = fn.decode_rows_f32(streams[c].view(sd.uint), row_lists[c].astype(np.int64),
+                                    cols, S, p.quantizer == QUANTIZER_DEPENDENT, y)
+        if status == 1:
+            raise CorruptPayload("a level exceeds 2^28 in magnitude", rule="QNT-06", tensor=name)
+        if status == 2:
+            return False
+    return True
 
 
 def quantizer_code(name) -> int:
