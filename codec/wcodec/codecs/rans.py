@@ -80,7 +80,7 @@ def encode(lane: np.ndarray, counts: np.ndarray, scale_log2: int,
         head[:HEADER.size] = np.frombuffer(HEADER.pack(scale_log2, n_states, a, b, w, base),
                                            np.uint8)
         k.pack_table(f, a, b, w, base, head[HEADER.size:])
-        out = np.empty(head.size + 4 * n_states + 2 * lane.size + 2, np.uint8)
+        out = np.empty(head.size + 4 * n_states + 2 * lane.size + 16, np.uint8)  # 8 words of slack
         n = native.encode_lane(lane, f.astype(np.uint32), scale_log2, n_states, head, out)
         if n < 0:  # cannot happen: one word per byte at most, and out holds that many
             raise AssertionError("rans: native encoder ran out of room")
