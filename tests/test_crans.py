@@ -162,3 +162,34 @@ def test_fused_lanes_decoder_reports_what_the_python_one_does():
     for total in (4 * d, 4 * d + 1, 4 * d - 4):
         for c in cases:
             assert _lanes_outcome(codec, c, total, False) == _lanes_outcome(codec, c, total, True)
+
+
+@pytest.mark.parametrize("size,ut", [(2, np.uint16), (4, np.uint32)])
+@pytest.mark.parametrize("rotate", [True, False])
+def test_planes_kernels_agree_with_numba(size, ut, rotate):
+    g = np.random.default_rng(size + rotate)
+    for k in (0, 1, 7, 4096, 100003):
+        w = g.integers(0, 2 ** (8 * size), k, dtype=np.uint64).astype(ut)
+        a, b = np.empty(k * size, np.uint8), np.empty(k * size, np.uint8)
+        native.planes_encode(w, size, rotate, a)
+        nb.planes_encode(w, size, rotate, b)
+        assert np.array_equal(a, b)
+        back = np.empty(k, ut)
+        native.planes_decode(a, size, rotate, back)
+        assert np.array_equal(back, w)
+
+
+def test_lossless_decode_does_not_import_numba(tmp_path):
+    """With the C kernels a lossless decode never pays numba's import (over a second)."""
+    import subprocess
+    import sys
+    import torch
+    import wcodec
+    p = tmp_path / "m.wcd"
+    wcodec.save_file({"w": torch.randn(300, 500).to(torch.bfloat16),
+                      "b": torch.randn(4000, dtype=torch.float32)}, p)
+    code = ("import sys, wcodec; t = wcodec.load_file(sys.argv[1]); "
+            "print(len(t), 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["2", "False"]

@@ -673,11 +673,93 @@ static PyObject *py_repeats(PyObject *self, PyObject *args) {
     return PyLong_FromSize_t(hits);
 }
 
+/* ---- the planes transform (spec/codecs/planes.md) ------------------------------------------- */
+/* Here too so that a lossless decode needs no numba (whose import alone takes over a second). */
+
+/* planes_decode(planes, size, rotate, words): words[i] from byte i of each of the `size` planes,
+ * most significant first, rotated right by one bit for floats. size is 2 or 4. */
+static PyObject *py_planes_decode(PyObject *self, PyObject *args) {
+    Py_buffer in, out;
+    unsigned size;
+    int rotate;
+    if (!PyArg_ParseTuple(args, "y*Ipw*", &in, &size, &rotate, &out)) return NULL;
+    size_t k = (size_t)out.len / (size ? size : 1);
+    if ((size != 2 && size != 4) || (size_t)in.len != k * size || (size_t)out.len != k * size) {
+        PyBuffer_Release(&in);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "planes_decode: size 2 or 4, equal lengths");
+        return NULL;
+    }
+    const uint8_t *p = in.buf;
+    Py_BEGIN_ALLOW_THREADS
+    if (size == 2) {
+        uint16_t *w = out.buf;
+        const uint8_t *p0 = p, *p1 = p + k;
+        for (size_t i = 0; i < k; i++) {
+            uint16_t t = (uint16_t)((p0[i] << 8) | p1[i]);
+            w[i] = rotate ? (uint16_t)((t >> 1) | (t << 15)) : t;
+        }
+    } else {
+        uint32_t *w = out.buf;
+        const uint8_t *p0 = p, *p1 = p + k, *p2 = p + 2 * k, *p3 = p + 3 * k;
+        for (size_t i = 0; i < k; i++) {
+            uint32_t t = ((uint32_t)p0[i] << 24) | ((uint32_t)p1[i] << 16) | ((uint32_t)p2[i] << 8) | p3[i];
+            w[i] = rotate ? (t >> 1) | (t << 31) : t;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* planes_encode(words, size, rotate, planes): the inverse. */
+static PyObject *py_planes_encode(PyObject *self, PyObject *args) {
+    Py_buffer in, out;
+    unsigned size;
+    int rotate;
+    if (!PyArg_ParseTuple(args, "y*Ipw*", &in, &size, &rotate, &out)) return NULL;
+    size_t k = (size_t)in.len / (size ? size : 1);
+    if ((size != 2 && size != 4) || (size_t)in.len != k * size || (size_t)out.len != k * size) {
+        PyBuffer_Release(&in);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "planes_encode: size 2 or 4, equal lengths");
+        return NULL;
+    }
+    uint8_t *p = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    if (size == 2) {
+        const uint16_t *w = in.buf;
+        uint8_t *p0 = p, *p1 = p + k;
+        for (size_t i = 0; i < k; i++) {
+            uint16_t t = rotate ? (uint16_t)((w[i] << 1) | (w[i] >> 15)) : w[i];
+            p0[i] = (uint8_t)(t >> 8);
+            p1[i] = (uint8_t)t;
+        }
+    } else {
+        const uint32_t *w = in.buf;
+        uint8_t *p0 = p, *p1 = p + k, *p2 = p + 2 * k, *p3 = p + 3 * k;
+        for (size_t i = 0; i < k; i++) {
+            uint32_t t = rotate ? (w[i] << 1) | (w[i] >> 31) : w[i];
+            p0[i] = (uint8_t)(t >> 24);
+            p1[i] = (uint8_t)(t >> 16);
+            p2[i] = (uint8_t)(t >> 8);
+            p3[i] = (uint8_t)t;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"decode_lane", py_decode_lane, METH_VARARGS, "Decode one rans lane into out; 0 or an error code."},
     {"decode_lanes", py_decode_lanes, METH_VARARGS, "Decode a whole lanes payload; (error code, lane)."},
     {"encode_lane", py_encode_lane, METH_VARARGS, "Encode one rans lane into out; its length or -1."},
     {"repeats", py_repeats, METH_VARARGS, "Positions starting a 6-byte string seen before."},
+    {"planes_decode", py_planes_decode, METH_VARARGS, "Byte planes to words (planes.md)."},
+    {"planes_encode", py_planes_encode, METH_VARARGS, "Words to byte planes (planes.md)."},
     {"histogram", py_histogram, METH_VARARGS, "Byte histogram of a buffer into 256 u64 counts."},
     {NULL, NULL, 0, NULL},
 };

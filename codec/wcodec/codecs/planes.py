@@ -38,8 +38,9 @@ _NATIVE_MIN = 4096  # below this the numpy path is as fast as a call into the na
 
 
 def _kernels():
-    from .rans import kernels
-    return kernels()
+    """The C kernels when built (no numba import on the lossless decode path), else numba's."""
+    from . import rans
+    return rans.native if rans.native is not None else rans.kernels()
 
 
 class PlanesCodec(ArrayToBytesCodec):
