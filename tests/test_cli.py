@@ -191,3 +191,29 @@ def _write(path, data) -> os.PathLike:
     with open(path, "wb") as f:
         f.write(bytes(data))
     return path
+
+
+def test_verify_and_inspect_take_a_folder(tmp_path):
+    """verify/inspect on a folder: every .wcodec file, the exit code of the first damaged one."""
+    import wcodec
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i in range(3):
+        wcodec.save_file({f"w{i}": torch.randn(64, 32)}, folder / f"part-{i}.wcodec")
+    (folder / "config.json").write_text("{}")
+    res = run_cli("verify", folder)
+    assert res.returncode == 0 and res.stdout.count("OK   ") == 3, res.stdout + res.stderr
+    res = run_cli("inspect", folder, "--json")
+    assert res.returncode == 0
+    assert [len(r["tensors"]) for r in json.loads(res.stdout)] == [1, 1, 1]
+    bad = folder / "part-1.wcodec"
+    data = bytearray(bad.read_bytes())
+    data[200] ^= 0xFF  # inside the first block's payload
+    bad.write_bytes(bytes(data))
+    res = run_cli("verify", folder)
+    assert res.returncode == 14, res.stdout + res.stderr
+    assert "part-1.wcodec" in res.stdout and res.stdout.count("OK   ") == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_cli("verify", empty)
+    assert res.returncode == 4 and "no .wcodec files" in res.stdout + res.stderr

@@ -220,26 +220,30 @@ def decode(
 
 @app.command()
 def inspect(
-    input: Path = typer.Argument(..., help="A .wcodec file."),
+    input: Path = typer.Argument(..., help="A .wcodec file, or a folder of them."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output (schema "
                                                         "wcodec.inspect/1)."),
     max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
 ):
-    """Show what a wcodec file holds: tensors, record kinds, codec chains, sizes."""
+    """Show what a wcodec file holds: tensors, record kinds, codec chains, sizes. A folder:
+    every .wcodec file in it, in name order (JSON: a list of reports)."""
     from .inspect_view import inspect_report, render_inspect
     from .reader import Reader
     with errors_to_exit():
-        with Reader(input, limits=_limits(None, max_index_bytes)) as r:
-            report = inspect_report(r)
+        reports = []
+        for path in _wcodec_files(input):
+            with Reader(path, limits=_limits(None, max_index_bytes)) as r:
+                reports.append(inspect_report(r))
         if json_out:
-            typer.echo(json.dumps(report, indent=1))
+            typer.echo(json.dumps(reports if input.is_dir() else reports[0], indent=1))
         else:
-            render_inspect(report)
+            for report in reports:
+                render_inspect(report)
 
 
 @app.command()
 def verify(
-    input: Path = typer.Argument(..., help="A .wcodec file."),
+    input: Path = typer.Argument(..., help="A .wcodec file, or a folder of them."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output (schema "
                                                         "wcodec.verify/1)."),
     max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
@@ -252,30 +256,51 @@ def verify(
 
     Exits 0 when the file is intact, otherwise with the exit code of the first problem's class
     (the error a strict decoder reports first). Problems after a broken footer or index are found
-    by walking the blocks (spec §13)."""
+    by walking the blocks (spec §13). A folder: every .wcodec file in it, in name order; the exit
+    code is that of the first file with a problem (JSON: a list of reports)."""
     from .errors import FORMAT_ERROR_CLASSES
     from .salvage import verify_report
     with errors_to_exit():
-        problems, n_tensors, n_blocks, index_state = verify_report(
-            input, limits=_limits(max_tensor_bytes, max_index_bytes, limit))
-        report = {"schema": "wcodec.verify/1", "file": str(input), "ok": not problems,
-                  "tensors": n_tensors, "blocks": n_blocks, "index": index_state,
-                  "problems": problems}
+        reports = []
+        for path in _wcodec_files(input):
+            problems, n_tensors, n_blocks, index_state = verify_report(
+                path, limits=_limits(max_tensor_bytes, max_index_bytes, limit))
+            reports.append({"schema": "wcodec.verify/1", "file": str(path), "ok": not problems,
+                            "tensors": n_tensors, "blocks": n_blocks, "index": index_state,
+                            "problems": problems})
         if json_out:
-            typer.echo(json.dumps(report, indent=1))
+            typer.echo(json.dumps(reports if input.is_dir() else reports[0], indent=1))
         else:
-            if problems:
-                for p in problems:
-                    where = ", ".join(f"{k} {p[k]!r}" if k == "tensor" else f"{k} {p[k]}"
-                                      for k in ("block", "offset", "tensor")
-                                      if p.get(k) is not None)
-                    typer.echo(f"BAD  {p['error']}: {p['message']}" + (f" [{where}]" if where
-                                                                        else ""))
-            else:
-                typer.echo(f"OK   {input}: {n_tensors} tensors, {n_blocks} blocks, every "
-                           "checksum and digest verified")
-        if problems:
-            raise typer.Exit(FORMAT_ERROR_CLASSES[problems[0]["error"]].exit_code)
+            for report in reports:
+                _print_verify(report, name_file=input.is_dir())
+        for report in reports:
+            if report["problems"]:
+                raise typer.Exit(FORMAT_ERROR_CLASSES[report["problems"][0]["error"]].exit_code)
+
+
+def _print_verify(report: dict, name_file: bool) -> None:
+    problems = report["problems"]
+    head = f"{report['file']}: " if name_file else ""
+    for p in problems:
+        where = ", ".join(f"{k} {p[k]!r}" if k == "tensor" else f"{k} {p[k]}"
+                          for k in ("block", "offset", "tensor") if p.get(k) is not None)
+        typer.echo(f"BAD  {head}{p['error']}: {p['message']}"
+                   + (f" [{where}]" if where else ""))
+    if not problems:
+        typer.echo(f"OK   {report['file']}: {report['tensors']} tensors, {report['blocks']} "
+                   "blocks, every checksum and digest verified")
+
+
+def _wcodec_files(path: Path) -> list[Path]:
+    """`path` itself, or the .wcodec files of a folder (an error if there are none)."""
+    if not path.is_dir():
+        return [path]
+    from .errors import InputError
+    from .formats import SUFFIX
+    files = sorted(p for p in path.iterdir() if p.suffix == SUFFIX and p.is_file())
+    if not files:
+        raise InputError(f"{path}: no {SUFFIX} files in the folder")
+    return files
 
 
 @app.command()
