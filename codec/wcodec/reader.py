@@ -558,12 +558,18 @@ class Reader:
         if self._mm is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
         page = mmap.PAGESIZE
-        for b in blocks:
-            e = self.blocks[b]
-            start = e.offset // page * page
-            end = e.offset + L.BlockHeader.sizeof() + e.payload_length + 4
+        spans = sorted((self.blocks[b].offset, self.blocks[b].offset + L.BLOCK_OVERHEAD
+                        + self.blocks[b].payload_length) for b in blocks)
+        merged: list[list[int]] = []
+        for lo, hi in spans:  # one call per run of adjacent blocks (a whole file: one call)
+            if merged and lo - merged[-1][1] < self.alignment + page:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        for lo, hi in merged:
+            start = lo // page * page
             try:
-                self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+                self._mm.madvise(mmap.MADV_DONTNEED, start, hi - start)
             except (OSError, ValueError):
                 return  # advice only
 
