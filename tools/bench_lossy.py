@@ -97,11 +97,15 @@ class EffNet:
         return {"mean": a, "min": a}
 
     def sensitivity(self, state, power: float = 1.0) -> dict:
+        """Of the parameters (BatchNorm's running statistics take no gradient: they keep
+        weight 1, the mean)."""
         from wcodec.ratecontrol import sensitivity
+        names = {k for k, _ in self.model.named_parameters()}
+        buffers = {k: v for k, v in state.items() if k not in names}
 
         def forward(st):
-            return torch.func.functional_call(self.model, st, (self.calib,))
-        w = sensitivity(state, forward)
+            return torch.func.functional_call(self.model, {**buffers, **st}, (self.calib,))
+        w = sensitivity({k: v for k, v in state.items() if k in names}, forward)
         return {k: v ** power for k, v in w.items()}
 
 
