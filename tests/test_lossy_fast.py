@@ -193,3 +193,14 @@ def test_fused_decoder_saturates_like_the_spec(tmp_path):
     fast, ref = _read_both(p, "t")
     assert fast == ref
     assert np.isfinite(np.frombuffer(fast, np.float32)).all()
+
+
+def test_a_missed_target_leaves_no_file(tmp_path):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)
+    p = tmp_path / "m.wcd"
+    from wcodec.errors import InputError
+    with pytest.raises(InputError):      # far below what one index and a tensor take
+        RC.encode_tensors([("w", F32, x.shape, x.reshape(-1).view(np.uint32))], str(p),
+                          RC.Target(bits_per_weight=0.01), max_passes=1)
+    assert not p.exists()

@@ -58,6 +58,7 @@ CHUNK_FRAMING_BYTES = 60      # block header, trailer and alignment of one chunk
 RECORD_OVERHEAD_BYTES = 160      # index record + block framing + alignment, per stream (estimate)
 CLASS_CHOICES = (1, 4, 8)
 BUDGET_MARGIN_REL = 0.0004
+VECTOR_PRIOR = 1024.0          # weight of rank ≤ 1 tensors: a 32× finer step (encode_tensors)
 BUDGET_MARGIN_ABS = 0.002      # bits per weight
 
 
@@ -96,6 +97,7 @@ class TensorModel:
     x: np.ndarray | None = None          # binary64 values (float tensors that can be quantized)
     n: int = 0
     weight: float = 1.0                  # sensitivity (weighted squared error = weight × SSE)
+    prior: float = 1.0                   # VECTOR_PRIOR for rank ≤ 1 tensors, else 1
     power: float = 0.0                   # mean x²
     peak: float = 0.0                    # max |x|
     sample: np.ndarray | None = None     # (rows, cols) rows of x
@@ -449,7 +451,8 @@ def _stream_bits(z: np.ndarray, n_full: int, ce: int, high: np.ndarray | None = 
     return 8.0 * total
 
 
-def build_models(tensors, weights: dict | None = None) -> list[TensorModel]:
+def build_models(tensors, weights: dict | None = None, vector_prior: float = 1.0
+                 ) -> list[TensorModel]:
     """tensors: iterable of (name, DType, shape, raw bit patterns). A float32 tensor keeps its own
     values (no binary64 copy of the model: the encoder reads binary32 directly); other float
     dtypes are converted to binary64."""
@@ -458,6 +461,8 @@ def build_models(tensors, weights: dict | None = None) -> list[TensorModel]:
     for name, dtype, shape, raw in tensors:
         n = int(np.prod(shape, dtype=object)) if len(shape) else 1
         m = TensorModel(name, dtype, tuple(shape), raw, n=n)
+        if len(shape) <= 1:
+            m.prior = vector_prior
         if dtype.name in FLOAT_DTYPES and n >= 1:
             if dtype.name == "float32" and kern is not None:
                 x = np.asarray(raw).reshape(-1).view(np.float32)
@@ -470,6 +475,7 @@ def build_models(tensors, weights: dict | None = None) -> list[TensorModel]:
                     m.x, m.power, m.peak = x, float(np.mean(x * x)), float(np.abs(x).max())
         if weights and name in weights:
             m.weight = float(weights[name])
+        m.weight *= m.prior
         models.append(m)
     return models
 
@@ -481,8 +487,15 @@ def float_weight_count(models) -> int:
 def encode_tensors(tensors, path, target: Target, *, options=None, metadata=None,
                    system_metadata=None, sensitivity: dict | None = None, progress=None,
                    max_passes: int = 4, calibrations: int = 1,
-                   snr_slack_db: float | None = None) -> dict:
+                   snr_slack_db: float | None = None, vector_prior: float | None = None
+                   ) -> dict:
     """Encode (name, DType, shape, raw) tensors to `path` under `target`. Returns a report.
+
+    `vector_prior` (default VECTOR_PRIOR) multiplies the weight of every tensor of rank ≤ 1
+    (biases, norm scales, BatchNorm statistics): their step is √prior times finer than the
+    matrices'. Such tensors are a fraction of a percent of the weights, so this costs little rate
+    and little model SNR, and they act on every activation (MPEG NNC codes them with a separate,
+    much finer "non-weight" step for the same reason).
 
     `sensitivity` weights tensors (weighted squared error). With `snr_slack_db` (bits-per-weight
     targets only) the weights are tilted only as far as the model's SNR stays within that many
@@ -491,9 +504,10 @@ def encode_tensors(tensors, path, target: Target, *, options=None, metadata=None
     from .writer import EncodeOptions
     options = options or EncodeOptions()
     t0 = time.perf_counter()
+    vector_prior = VECTOR_PRIOR if vector_prior is None else float(vector_prior)
     constrained = sensitivity is not None and snr_slack_db is not None and \
         target.bits_per_weight is not None
-    models = build_models(tensors, None if constrained else sensitivity)
+    models = build_models(tensors, None if constrained else sensitivity, vector_prior)
     n_weights = max(float_weight_count(models), 1)
     analyse(models, options)
     overhead = 8.0 * (1024 + RECORD_OVERHEAD_BYTES * len(models))
@@ -515,6 +529,7 @@ def encode_tensors(tensors, path, target: Target, *, options=None, metadata=None
             break
     problem = _missed(models, path, target, budget, n_weights)
     if problem:
+        os.remove(path)        # no file that misses its target (docs/lossy.md)
         raise InputError(f"could not meet {target.describe()}: {problem}")
     rep = report(models, path, target, n_weights, time.perf_counter() - t0, passes)
     if tilt_alpha is not None:
@@ -545,7 +560,7 @@ def tilt(models, sensitivity: dict, target: Target, n_weights: int, overhead: fl
     def at(alpha):
         for m in models:
             w = float(sensitivity.get(m.name, 1.0))
-            m.weight = max(w, 1e-30) ** alpha
+            m.weight = max(w, 1e-30) ** alpha * m.prior
         solve(models, target, n_weights, overhead)
         return predicted_snr(models)
     floor = at(0.0) - slack_db
