@@ -233,3 +233,31 @@ def test_minilm_series_meets_the_issue_target(tmp_path):
         bpw = 8 * e["bytes"] / B.weights(t)
         cos = minilm.embedding_cosine(B.to_torch(t), B.to_torch(dec))
         assert bpw <= 0.5 and cos["mean"] >= 0.9998, (e["name"], bpw, cos)
+
+
+def test_step_factors(tmp_path):
+    from wcodec.archive_lossy import parent_steps, sensitivity_factors
+    from wcodec.reader import Reader
+    ck = series(2, seed=7)
+    steps = []
+    for f in (None, {"w": 2.0}):
+        a = Archive(tmp_path / str(f is None), create=True, keyframe_every=8)
+        a.add(ck[0], "s0")
+        e = a.add(ck[1], "s1", lossy=LossyControl(step=0.05, factors=f))
+        with Reader(tmp_path / str(f is None) / e["file"]) as r:
+            steps.append(parent_steps(r))
+    assert steps[1]["w"] == pytest.approx(2 * steps[0]["w"], rel=1e-6)
+    assert steps[1]["b"] == steps[0]["b"]
+    el = {n: (dt, s, np.asarray(r).view(dt.uint)) for n, (dt, s, r) in ck[0].items()}
+    rng = np.random.default_rng(0)
+    m = (rng.standard_normal((8, 8)) * 3).astype(np.float32)
+    el["m"] = (F32, (8, 8), m.reshape(-1).view(np.uint32))
+    w_rms2 = float(np.mean(f64(ck[0], "w") ** 2))
+    m_rms2 = float(np.mean(m.astype(np.float64) ** 2))
+    f = sensitivity_factors({"w": 1.0, "m": 4.0, "b": 9.0}, el, 0.5)
+    assert set(f) == {"w", "m"}   # vectors keep factor 1 (not listed)
+    # (w·RMS²)^-0.5, relative to the mean over the matrices
+    ratio = (4.0 * m_rms2 / (1.0 * w_rms2)) ** -0.5
+    assert f["m"] / f["w"] == pytest.approx(ratio, rel=1e-9)
+    with pytest.raises(InputError):
+        LossyControl(step=0.01, factors={"w": 0.0})

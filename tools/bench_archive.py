@@ -117,6 +117,21 @@ def calibration_score(true: dict):
 
 
 MARGIN = {"cos": 0.0, "snr": 0.0}   # headroom of a new step search (--margin-cos, --margin-snr)
+SENS = {"power": 0.0, "factors": None}   # --sensitivity-power: step factors from the keyframe
+
+
+def step_factors(true: dict) -> dict | None:
+    """Per-tensor step multipliers from MiniLM's sensitivities on the calibration sentences
+    (tools/bench_lossy.py minilm_sensitivity), computed once on the first checkpoint given."""
+    if not SENS["power"]:
+        return None
+    if SENS["factors"] is None:
+        from bench_lossy import minilm_sensitivity
+        from wcodec.archive_lossy import sensitivity_factors
+        w = minilm_sensitivity(to_torch(true))
+        el = {n: (dt, s, r.view(dt.uint)) for n, (dt, s, r) in true.items()}
+        SENS["factors"] = sensitivity_factors(w, el, SENS["power"])
+    return SENS["factors"]
 
 
 def lossy_control(spec: str, true: dict):
@@ -126,12 +141,13 @@ def lossy_control(spec: str, true: dict):
     kind, value, *rest = spec.split(":")
     rnd = rest[0] if rest else "dither"
     if kind == "step":
-        return LossyControl(step=float(value), rounding=rnd)
+        return LossyControl(step=float(value), rounding=rnd, factors=step_factors(true))
     if kind == "cos":
         return LossyControl(score=calibration_score(true), target=float(value), rounding=rnd,
-                            margin=MARGIN["cos"])
+                            margin=MARGIN["cos"], factors=step_factors(true))
     if kind == "snr":
-        return LossyControl(snr=float(value), rounding=rnd, margin=MARGIN["snr"])
+        return LossyControl(snr=float(value), rounding=rnd, margin=MARGIN["snr"],
+                            factors=step_factors(true))
     raise SystemExit(f"bad lossy spec {spec!r}")
 
 
@@ -193,6 +209,8 @@ def lossy_report(spec, paths, work, k, log) -> list[str]:
                    f"+{MARGIN['cos']:g}",
             "snr": f"step kept while weight SNR >= {value} dB, new searches aim at "
                    f"+{MARGIN['snr']:g} dB"}[kind]
+    if SENS["power"]:
+        what += f", per-tensor step factors (w·RMS²)^-{SENS['power']:g} from sensitivities"
     lines = ["", f"Lossy residuals, {what}, {rest[0] if rest else 'dither'} rounding, "
                  "quantized against the decoded predecessor (keyframe lossless):", "",
              "| checkpoint | relative step | bytes | bits/weight | cosine mean | cosine min | "
@@ -254,6 +272,9 @@ def main(argv=None):
                     help="cos runs: a new step search aims at target + this")
     ap.add_argument("--margin-snr", type=float, default=0.0,
                     help="snr runs: a new step search aims at target + this (dB)")
+    ap.add_argument("--sensitivity-power", type=float, default=0.0,
+                    help="lossy runs: per-tensor step factors (w·RMS²)^-P from MiniLM's "
+                         "sensitivities on the calibration sentences (0: one step for all)")
     ap.add_argument("--no-lossless", action="store_true",
                     help="skip the lossless comparison (lossy runs only)")
     ap.add_argument("--out", default=None, help="write the markdown report here")
@@ -261,6 +282,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     MARGIN.update(cos=a.margin_cos, snr=a.margin_snr)
+    SENS.update(power=a.sensitivity_power)
     if a.series:
         paths = sorted(glob.glob(os.path.join(a.series, "step-*.safetensors")))[:a.checkpoints]
     else:

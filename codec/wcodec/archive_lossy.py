@@ -19,6 +19,9 @@ target, and a new search (after a keyframe, or when the target is missed) aims a
 `margin`: with dither rounding a weight that stops moving costs nothing at an unchanged step,
 while every change of step re-quantizes all weights once.
 
+Per-tensor multipliers (`factors`, e.g. sensitivity_factors from a model's sensitivities) scale
+each tensor's step; the search still chooses the one relative step.
+
 The first interval of a fine-tuning run moves the model most and needs a finer step than later
 ones, so a fixed step either misses the target there or wastes bits everywhere else.
 
@@ -68,6 +71,7 @@ class LossyControl:
     iterations: int = 9
     keep_step: bool = True               # reuse the predecessor's step while it meets the target
     margin: float = 0.0                  # a new search aims at target + margin (headroom)
+    factors: dict | None = None          # per-tensor step multipliers (sensitivity_factors)
 
     def __post_init__(self):
         if self.rounding not in ROUNDINGS:
@@ -86,6 +90,10 @@ class LossyControl:
             raise InputError("need 0 < min_step < max_step < 1 and iterations >= 1")
         if not (math.isfinite(self.margin) and self.margin >= 0):
             raise InputError("margin must be finite and >= 0")
+        if self.factors is not None and not all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                for v in self.factors.values()):
+            raise InputError("step factors must be finite and > 0")
 
     @property
     def searched(self) -> bool:
@@ -118,6 +126,26 @@ def seed_for(rounding: str, parent_sha: bytes | None, name: str, step: float) ->
     return int.from_bytes(h[:8], "little")
 
 
+def sensitivity_factors(sensitivity: dict, tensors: dict, power: float = 0.5) -> dict:
+    """Per-tensor step multipliers from per-weight sensitivities w_t (the expected squared change
+    of the output per unit squared weight error, e.g. ratecontrol.sensitivity on calibration
+    inputs): (w_t·RMS_t² / mean over the matrices)^(−power) for matrices, 1 for vectors. With an
+    unbiased rounding the errors of different tensors add up incoherently, so the output error is
+    Σ w_t·n_t·MSE_t; at high rate the fewest bits for a given output error take absolute steps
+    ∝ w_t^(−1/2), i.e. power 0.5 relative to each tensor's RMS. `tensors`: name -> (dtype, shape,
+    elements)."""
+    prod = {}
+    for n, (dt, shape, el) in tensors.items():
+        if n in sensitivity and len(shape) >= 2 and dt.name in FLOAT_DTYPES:
+            rms = base_scale(el, dt, shape, 1.0)
+            if rms > 0 and sensitivity[n] > 0:
+                prod[n] = float(sensitivity[n]) * rms * rms
+    if not prod:
+        return {}
+    mean = float(np.mean(list(prod.values())))
+    return {n: float((v / mean) ** (-power)) for n, v in prod.items()}
+
+
 def parent_steps(reader) -> dict:
     """name -> step of every quantized predicted record of a file (its index only)."""
     from .records.predicted import KIND_ID, RES_QUANT, PredParams
@@ -141,7 +169,8 @@ class StepSearch:
         self.c = control
         self.tensors, self.refs, self.predictors = tensors, refs, predictors
         self.options, self.reference_of, self.parent_sha = options, reference_of, parent_sha
-        self.scales = {n: base_scale(el, dt, shape, control.vector_factor)
+        f = control.factors or {}
+        self.scales = {n: base_scale(el, dt, shape, control.vector_factor) * f.get(n, 1.0)
                        for n, (dt, shape, el) in tensors.items() if n in refs}
         self.trace: list[tuple[float, float]] = []
         self._cache: dict = {}
@@ -255,4 +284,4 @@ def weight_snr_db(tensors: dict, refs: dict, decoded: dict) -> float:
 
 
 __all__ = ["LossyControl", "StepSearch", "weight_snr_db", "seed_for", "base_scale", "abs_step",
-           "lossy_eligible", "parent_steps"]
+           "lossy_eligible", "parent_steps", "sensitivity_factors"]
