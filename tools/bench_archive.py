@@ -194,12 +194,32 @@ def to_torch(t: dict) -> dict:
     return out
 
 
+def max_error_in_steps(path, true: dict, dec: dict) -> float:
+    """The largest |true − decoded| of a checkpoint file in units of each tensor's own step (as
+    stored in its records); tensors stored lossless count 0 (and must be exact)."""
+    from wcodec.archive_lossy import parent_steps
+    from wcodec.reader import Reader
+    with Reader(path) as r:
+        steps = parent_steps(r)
+    err = 0.0
+    for n, (dt, shape, raw) in true.items():
+        x = raw.view(dt.uint)
+        y = dec[n][2].view(dt.uint)
+        if n not in steps:
+            assert x.tobytes() == y.tobytes(), n
+            continue
+        xf = raw.view(np.float32).astype(np.float64)
+        yf = dec[n][2].view(np.float32).astype(np.float64)
+        err = max(err, float(np.abs(xf - yf).max() / steps[n]))
+    return err
+
+
 def lossy_report(spec, paths, work, k, log) -> list[str]:
     """One lossy archive of the series under `spec` (see --lossy), scored per checkpoint by the
     sentence-embedding cosine on the 50 evaluation sentences (mean and min), the calibration
     cosine the step search used, the weight SNR, and the largest error in steps."""
     from evalmodels import minilm
-    from wcodec.archive_lossy import abs_step, base_scale, weight_snr_db
+    from wcodec.archive_lossy import weight_snr_db
     log(f"lossy archive {spec}")
     la, times = build_archive(paths, os.path.join(work, "lossy-" + spec.replace(":", "-")), k,
                               lossy=spec, log=log)
@@ -230,14 +250,7 @@ def lossy_report(spec, paths, work, k, log) -> list[str]:
                     if dt.name == "float32"}
             el = {n: (dt, s, r.view(dt.uint)) for n, (dt, s, r) in t.items()}
             snr = weight_snr_db(el, refs, dec)
-            err = 0.0
-            for n, (dt, shape, raw) in t.items():
-                if dt.name != "float32":
-                    continue
-                st = abs_step(base_scale(raw.view(dt.uint), dt, shape, e["vector_factor"]), rel)
-                x = raw.view(np.float32).astype(np.float64)
-                y = dec[n][2].view(np.float32).astype(np.float64)
-                err = max(err, float(np.abs(x - y).max() / st))
+            err = max_error_in_steps(os.path.join(la.folder, e["file"]), t, dec)
             bpw.append(b)
             worst_mean, worst_min = min(worst_mean, cos["mean"]), min(worst_min, cos["min"])
         prev = dec
