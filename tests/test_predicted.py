@@ -327,6 +327,16 @@ def test_parent_found_by_hash_even_renamed(tmp_path):
     assert got["w"].tobytes() == rb.tobytes()
 
 
+def test_close_closes_the_parent_files_it_opened(tmp_path):
+    parent, child, rb = parent_and_child(tmp_path)
+    r = Reader(child)
+    assert r.read_bytes("w").tobytes() == rb.tobytes()
+    parents = list(r.owned_resolver._readers.values())
+    assert len(parents) == 1 and parents[0]._mm is not None
+    r.close()
+    assert parents[0]._mm is None and r.owned_resolver is None
+
+
 def test_missing_parent(tmp_path):
     parent, child, _ = parent_and_child(tmp_path)
     parent.unlink()

@@ -600,6 +600,10 @@ class Reader:
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
+        owned = getattr(self, "owned_resolver", None)
+        if owned is not None:  # parent files this reader opened for predicted records
+            self.owned_resolver = None
+            owned.close()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

@@ -430,6 +430,7 @@ def resolver_for(reader) -> ParentResolver:
     if r is None:
         r = ParentResolver([os.path.dirname(os.path.abspath(reader.path))])
         reader.parent_resolver = r
+        reader.owned_resolver = r  # Reader.close closes the parent files it opened
     return r
 
 
