@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import io
 import json
@@ -39,7 +40,7 @@ REPORT_SCHEMA = "wcodec.conformance.report/1"
 ERROR_CLASSES = ("BadMagic", "UnsupportedVersion", "UnsupportedFeature", "Truncated",
                  "ChecksumMismatch", "LayoutError", "MalformedRecord", "LimitExceeded",
                  "CorruptPayload", "DigestMismatch", "UnresolvedReference")
-_CLASS_RE = re.compile(r"\b(" + "|".join(ERROR_CLASSES) + r")\b")
+# the default list; a manifest's own `error_classes` (the spec's §11 table at its version) wins
 # safetensors dtype strings -> spec dtype names (spec/container.md §7.1)
 SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -93,7 +94,7 @@ def load_manifest(path: Path) -> dict:
             raise HarnessError(f"{path}: malformed vector entry {v!r:.100}")
         if v["expected"] not in ("valid", "invalid", "acceptable"):
             raise HarnessError(f"{path}: vector {v['id']}: unknown expectation {v['expected']!r}")
-        if v["expected"] != "valid" and v.get("error_class") not in ERROR_CLASSES:
+        if v["expected"] != "valid" and v.get("error_class") not in manifest_classes(m):
             raise HarnessError(f"{path}: vector {v['id']}: no error class")
         if v["expected"] != "invalid" and not isinstance(v.get("tensors"), list):
             raise HarnessError(f"{path}: vector {v['id']}: no expected tensors")
@@ -272,8 +273,22 @@ def compare_tensors(expected: list[dict], got: dict) -> list[str]:
     return problems
 
 
-def first_class(stderr: str) -> Optional[str]:
-    m = _CLASS_RE.search(stderr or "")
+def manifest_classes(manifest: dict) -> tuple:
+    """The error class names a manifest declares (its `error_classes`), else ERROR_CLASSES."""
+    classes = manifest.get("error_classes", list(ERROR_CLASSES))
+    if not isinstance(classes, list) or not classes or not all(
+            isinstance(c, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", c) for c in classes):
+        raise HarnessError("manifest: error_classes must be a list of class names")
+    return tuple(classes)
+
+
+@functools.lru_cache(maxsize=8)
+def _class_re(classes: tuple) -> "re.Pattern":
+    return re.compile(r"\b(" + "|".join(classes) + r")\b")
+
+
+def first_class(stderr: str, classes: tuple = ERROR_CLASSES) -> Optional[str]:
+    m = _class_re(tuple(classes)).search(stderr or "")
     return m.group(1) if m else None
 
 
@@ -285,11 +300,11 @@ def _first_line(text: str) -> str:
 
 
 def judge(entry: dict, outcome: Outcome, output: Path, timeout: float,
-          require_class: bool = False) -> dict:
+          require_class: bool = False, classes: tuple = ERROR_CLASSES) -> dict:
     """One vector's verdict: {"passed", "outcome", "reason", "named_class"}. With
     `require_class`, a rejection passes only when stderr names an allowed error class (a decoder
     that merely crashes on a bad file does not pass)."""
-    named = first_class(outcome.stderr)
+    named = first_class(outcome.stderr, classes)
     res = {"exit_code": outcome.returncode, "named_class": named,
            "seconds": round(outcome.seconds, 3)}
     if outcome.returncode is None:
@@ -381,7 +396,8 @@ def run_suite(decoder, *, manifest_path: Optional[Path] = None,
             d.mkdir()
             out = d / "out.safetensors"
             outcome = decoder(str(src.resolve()), str(out), timeout)
-            row.update(judge(entry, outcome, out, timeout, require_class))
+            row.update(judge(entry, outcome, out, timeout, require_class,
+                             manifest_classes(manifest)))
             row["stderr"] = _first_line(outcome.stderr)
             shutil.rmtree(d, ignore_errors=True)
         if progress:
