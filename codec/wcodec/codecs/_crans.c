@@ -676,20 +676,29 @@ static PyObject *py_repeats(PyObject *self, PyObject *args) {
 /* ---- the planes transform (spec/codecs/planes.md) ------------------------------------------- */
 /* Here too so that a lossless decode needs no numba (whose import alone takes over a second). */
 
+/* The arguments of both planes calls: (src, size, rotate, dst) with size 2 or 4 and equal
+ * lengths; k is the element count. Returns 0, or -1 with an exception set and nothing held. */
+static int planes_args(PyObject *args, const char *name, Py_buffer *in, Py_buffer *out,
+                       unsigned *size, int *rotate, size_t *k) {
+    if (!PyArg_ParseTuple(args, "y*Ipw*", in, size, rotate, out)) return -1;
+    *k = (size_t)out->len / (*size ? *size : 1);
+    if ((*size != 2 && *size != 4) || (size_t)in->len != *k * *size || (size_t)out->len != *k * *size) {
+        PyBuffer_Release(in);
+        PyBuffer_Release(out);
+        PyErr_Format(PyExc_ValueError, "%s: size 2 or 4, equal lengths", name);
+        return -1;
+    }
+    return 0;
+}
+
 /* planes_decode(planes, size, rotate, words): words[i] from byte i of each of the `size` planes,
  * most significant first, rotated right by one bit for floats. size is 2 or 4. */
 static PyObject *py_planes_decode(PyObject *self, PyObject *args) {
     Py_buffer in, out;
     unsigned size;
     int rotate;
-    if (!PyArg_ParseTuple(args, "y*Ipw*", &in, &size, &rotate, &out)) return NULL;
-    size_t k = (size_t)out.len / (size ? size : 1);
-    if ((size != 2 && size != 4) || (size_t)in.len != k * size || (size_t)out.len != k * size) {
-        PyBuffer_Release(&in);
-        PyBuffer_Release(&out);
-        PyErr_SetString(PyExc_ValueError, "planes_decode: size 2 or 4, equal lengths");
-        return NULL;
-    }
+    size_t k;
+    if (planes_args(args, "planes_decode", &in, &out, &size, &rotate, &k)) return NULL;
     const uint8_t *p = in.buf;
     Py_BEGIN_ALLOW_THREADS
     if (size == 2) {
@@ -718,14 +727,8 @@ static PyObject *py_planes_encode(PyObject *self, PyObject *args) {
     Py_buffer in, out;
     unsigned size;
     int rotate;
-    if (!PyArg_ParseTuple(args, "y*Ipw*", &in, &size, &rotate, &out)) return NULL;
-    size_t k = (size_t)in.len / (size ? size : 1);
-    if ((size != 2 && size != 4) || (size_t)in.len != k * size || (size_t)out.len != k * size) {
-        PyBuffer_Release(&in);
-        PyBuffer_Release(&out);
-        PyErr_SetString(PyExc_ValueError, "planes_encode: size 2 or 4, equal lengths");
-        return NULL;
-    }
+    size_t k;
+    if (planes_args(args, "planes_encode", &in, &out, &size, &rotate, &k)) return NULL;
     uint8_t *p = out.buf;
     Py_BEGIN_ALLOW_THREADS
     if (size == 2) {
