@@ -41,7 +41,7 @@ class LayoutError(WcodecError): """offsets, holes, overlaps, non-zero padding, b
 class MalformedRecord(WcodecError): """a field has a value the specification forbids"""
 class LimitExceeded(WcodecError): """a count, length or size exceeds §10"""
 class CorruptPayload(WcodecError): """a codec cannot decode a chunk, or it decodes to the wrong length"""
-class DigestMismatch(WcodecError): """a decoded tensor's SHA-256 disagrees with its record"""
+class DigestMismatch(WcodecError): """a decoded tensor's SHA-256 or chunk's CRC32C disagrees with its record"""
 
 
 # ================================================================ §10 limits (format maximum column)
@@ -444,12 +444,14 @@ class Stream:
     # | codecs | CodecSpec[codec_count] | in encode order |
     # | chunk_count | u32 | |
     # | chunk_blocks | u32[chunk_count] | block table index of each chunk's CHUNK block |
+    # | chunk_crc32c | u32[chunk_count] | present only when the record's has_chunk_crc32c is set |
     stream_dtype: int
     stream_shape: tuple
     chunk_elements: int
     codecs: list
     chunk_blocks: list
     elements: int = 0
+    chunk_crc32c: list | None = None
 
 
 @dataclass
@@ -458,7 +460,7 @@ class TensorRecord:
     # | name | bytes[name_length] | UTF-8 |
     # | dtype | u8 | §7.1 |
     # | record_kind | u8 | §7.2 |
-    # | record_flags | u8 | bit 0 has_sha256, bit 1 lossy; other bits reserved |
+    # | record_flags | u8 | bit 0 has_sha256, bit 1 lossy, bit 3 has_chunk_crc32c; other bits reserved |
     # | rank | u8 | 0 to 16 |
     # | shape | u64[rank] | |
     # | sha256 | bytes[32] | present only when has_sha256 |
@@ -479,7 +481,7 @@ class TensorRecord:
     elements: int = 0
 
 
-HAS_SHA256, LOSSY = 0x01, 0x02
+HAS_SHA256, LOSSY, HAS_CHUNK_CRC32C = 0x01, 0x02, 0x08
 
 
 @dataclass
@@ -594,7 +596,7 @@ def parse_tensor_record(r: Reader, t: int, blocks: list, chunk_owner: dict) -> T
         raise UnsupportedFeature(f"[REC-03] tensor {name!r}: record_kind {record_kind} "
                                  f"({RESERVED_KINDS.get(record_kind, 'unknown')}) is not implemented")
     record_flags = r.u8("record_flags")
-    if record_flags & ~(HAS_SHA256 | LOSSY):                                     # [REC-10] [RSV-01]
+    if record_flags & ~(HAS_SHA256 | LOSSY | HAS_CHUNK_CRC32C):                  # [REC-10] [RSV-01]
         raise MalformedRecord(f"[REC-10] tensor {name!r}: reserved record_flags bits {record_flags:#04x}")
     rank = r.u8("rank")
     check_limit(rank, MAX_RANK, f"tensor {name!r} rank", "REC-05")               # [REC-05]
@@ -611,12 +613,14 @@ def parse_tensor_record(r: Reader, t: int, blocks: list, chunk_owner: dict) -> T
     rec = TensorRecord(name, dtype, record_kind, record_flags, shape, sha256, error, params,
                        elements=elements)
     for s in range(stream_count):
-        rec.streams.append(parse_stream(r, t, s, name, blocks, chunk_owner))
+        rec.streams.append(parse_stream(r, t, s, name, blocks, chunk_owner,
+                                        bool(record_flags & HAS_CHUNK_CRC32C)))
     RECORD_KINDS[record_kind].check(rec)   # the record kind's own rules, e.g. [PLN-01]
     return rec
 
 
-def parse_stream(r: Reader, t: int, s: int, name: str, blocks: list, chunk_owner: dict) -> Stream:
+def parse_stream(r: Reader, t: int, s: int, name: str, blocks: list, chunk_owner: dict,
+                 has_chunk_crc32c: bool) -> Stream:
     what = f"stream {s} of tensor {name!r}"
     stream_dtype = r.u8("stream_dtype")
     dt = dtype_of(stream_dtype, f"stream_dtype of {what}")                      # [REC-02]
@@ -654,7 +658,12 @@ def parse_stream(r: Reader, t: int, s: int, name: str, blocks: list, chunk_owner
             raise LayoutError(f"[REC-07] CHUNK block {k} is named by more than one chunk")
         chunk_owner[k] = (t, s, c)
         chunk_blocks.append(k)
-    return Stream(stream_dtype, stream_shape, chunk_elements, codecs, chunk_blocks, elements=n)
+    crcs = None
+    if has_chunk_crc32c:
+        r.need(4 * chunk_count, "chunk_crc32c")                                  # [LIM-01]
+        crcs = [r.u32("chunk_crc32c") for _ in range(chunk_count)]
+    return Stream(stream_dtype, stream_shape, chunk_elements, codecs, chunk_blocks, elements=n,
+                  chunk_crc32c=crcs)
 
 
 # ================================================================ §5.3 every byte accounted for
@@ -737,6 +746,10 @@ def decode_stream(f: WcodecFile, t: int, s: int, stream: Stream) -> bytearray:
         count = min((c + 1) * stream.chunk_elements, n) - first
         payload = read_chunk_block(f, k, t, s, c)
         data = decode_chunk(payload, count, stream, f"chunk {c} (block {k})")
+        # 8.5: the CRC32C of the chunk's decoded bytes
+        if stream.chunk_crc32c is not None and CRC32C(data) != stream.chunk_crc32c[c]:  # [REC-11]
+            raise DigestMismatch(f"[REC-11] chunk {c} (block {k}): CRC32C of the decoded bytes "
+                                 "disagrees")
         out[first * dt.itemsize:(first + count) * dt.itemsize] = data
     return out
 

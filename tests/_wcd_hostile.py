@@ -218,6 +218,9 @@ def index_fields(payload: bytes) -> list[Field]:
             n = w.u(4, f"{q}.chunk_count")
             for c in range(n):
                 w.u(4, f"{q}.chunk_blocks[{c}]")
+            if flags & 8:  # has_chunk_crc32c
+                for c in range(n):
+                    w.u(4, f"{q}.chunk_crc32c[{c}]")
     return w.fields
 
 
@@ -689,13 +692,38 @@ def check_file(path, *, limits=None, time_bound: float = 5.0, memory_bound: int 
             raise PropertyViolation(f"peak memory {out.peak_bytes} > {memory_bound}")
 
 
+def _check_read_all(r, failed: dict) -> None:
+    """read_all (the batch path, native chunk decoder included) agrees with the reads one
+    tensor at a time: it succeeds exactly when they all do, with the same bytes, and fails with
+    one of their error classes otherwise."""
+    from wcodec.errors import FormatError
+    try:
+        everything = r.read_all()
+    except FormatError as e:
+        if not failed:
+            raise PropertyViolation(f"read_all failed ({e.error_class}) where every read "
+                                    "succeeded")
+        if e.error_class not in set(failed.values()):
+            raise PropertyViolation(f"read_all failed with {e.error_class}, reads with "
+                                    f"{sorted(set(failed.values()))}")
+        return
+    if failed:
+        raise PropertyViolation(f"read_all succeeded where reads failed for {sorted(failed)}")
+    for name, data in everything.items():
+        if data.tobytes() != r.read_bytes(name).tobytes():
+            raise PropertyViolation(f"{name}: read_all and read_bytes differ")
+
+
 def _run(path, limits, threads, out: Outcome, salvage: bool = True) -> None:
     from wcodec.errors import FormatError
     from wcodec.reader import Reader
 
     kw = {} if limits is None else {"limits": limits}
     try:
-        r = Reader(path, threads=threads, **kw)
+        # every SHA-256 checked: the property below (a read that succeeds has the record's
+        # digest; verify and reads agree) is about them, and a plain record with chunk CRCs
+        # would skip its digest by default (REC-09)
+        r = Reader(path, threads=threads, verify_sha256=True, **kw)
     except FormatError as e:
         out.kind, out.error = "rejected", e.error_class
         if salvage:
@@ -716,6 +744,7 @@ def _run(path, limits, threads, out: Outcome, salvage: bool = True) -> None:
             if info.sha256 is not None and hashlib.sha256(data).digest() != info.sha256:
                 raise PropertyViolation(f"{name}: read succeeded but SHA-256 differs")
             del data
+        _check_read_all(r, failed)
         bad_in_verify = {p["tensor"] for p in problems if p.get("tensor") is not None}
         if bad_in_verify != set(failed):
             raise PropertyViolation(f"verify() names {sorted(bad_in_verify)}, reads failed "
@@ -837,7 +866,7 @@ def fill_bomb(path, elements: int, dtype: str = "float64") -> str:
     from wcodec import dtypes as D
     from wcodec.writer import EncodeOptions, Writer
     small = os.fspath(path) + ".small"
-    with Writer(small, options=EncodeOptions(threads=1, sha256=False,
+    with Writer(small, options=EncodeOptions(threads=1, sha256=False, chunk_crc32c=False,
                                              chunk_elements=1 << 26)) as w:
         w.add("zeros", D.by_name(dtype), (1024,), np.zeros(1024, D.by_name(dtype).uint))
     data = open(small, "rb").read()
@@ -858,7 +887,8 @@ def zstd_window_bomb(path, window_log: int = 27) -> str:
     from wcodec.writer import EncodeOptions, Writer
     n = 1 << 18
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    with Writer(path, options=EncodeOptions(threads=1, sha256=False, chunk_elements=n)) as w:
+    with Writer(path, options=EncodeOptions(threads=1, sha256=False, chunk_crc32c=False,
+                                                    chunk_elements=n)) as w:
         w.add("w", D.by_name("float32"), (n,), x)
     data = open(path, "rb").read()
     p = split(data)

@@ -236,8 +236,11 @@ WEAKENED = [
      'bytes(raw).decode("utf-8", "replace")', ["x_STR-01_*", "x_META-01_*utf8"]),
     ("SHA-256 not verified", "and hashlib.sha256(data).digest() != rec.sha256:", "and False:",
      ["x_REC-09_*"]),
-    ("reserved record_flags ignored", "if record_flags & ~(HAS_SHA256 | LOSSY):", "if False:",
-     ["x_REC-10_*"]),
+    ("reserved record_flags ignored", "if record_flags & ~(HAS_SHA256 | LOSSY | HAS_CHUNK_CRC32C):",
+     "if False:", ["x_REC-10_*"]),
+    ("chunk CRC32C not verified",
+     "if stream.chunk_crc32c is not None and CRC32C(data) != stream.chunk_crc32c[c]:",
+     "if False:", ["x_REC-11_*"]),
     ("raw lane length not checked", "            if coded_length != D:", "            if False:",
      ["x_LAN-05_raw_length"]),
     ("planes input length not checked", "if len(data) != L:                      "

@@ -138,6 +138,13 @@ def stream(f, name="w"):
     return f.record(name)["streams"][0]
 
 
+def _crcs(f, n):
+    """The first n chunk CRCs of stream 0 (None when the file has none): edits that drop
+    chunks drop their CRCs too, so the file stays buildable."""
+    c = stream(f).get("chunk_crc32c")
+    return None if c is None else list(c)[:n]
+
+
 def blk(name="w", chunk=0, kind="planes"):
     return lambda base: base[kind].chunk_block(name, chunk)
 
@@ -178,6 +185,14 @@ def zc(data: bytes, content_size=True) -> bytes:
 def raw_payload_changed(f: WFile) -> None:
     b = w_chunk0(f)
     b.payload = patch(b.payload, 5)  # the block CRC and the table are recomputed by build()
+
+
+def no_chunk_crcs(f: WFile) -> None:
+    """Clear has_chunk_crc32c on every record (the file as a writer asked not to write them)."""
+    for r in f.records:
+        r["record_flags"] &= ~L.FLAG_HAS_CHUNK_CRC32C
+        for st in r["streams"]:
+            st["chunk_crc32c"] = None
 
 
 def hole_before_index(f: WFile):
@@ -353,7 +368,8 @@ CASES = [
          F("planes", lambda f: rec(f, "ids").update(name=b"w", name_length=1))),
     Case("chunk-count", E.MalformedRecord, "REC-06",
          F("planes", lambda f: stream(f).update(chunk_count=2,
-                                                chunk_blocks=stream(f)["chunk_blocks"][:2]))),
+                                                chunk_blocks=stream(f)["chunk_blocks"][:2],
+                                                chunk_crc32c=_crcs(f, 2)))),
     Case("chain-two-array-to-bytes", E.MalformedRecord, "CHN-01",
          F("planes", lambda f: set_codecs(f, [(2, b""), (1, b"")]))),
     Case("chain-starts-bytes-to-bytes", E.MalformedRecord, "CHN-01",
@@ -382,7 +398,8 @@ CASES = [
              error=dict(max_abs_error=0.0, mean_squared_error=0.0, signal_power=1.0)))),
     Case("plain-two-streams", E.MalformedRecord, "PLN-01",
          F("planes", lambda f: rec(f).update(stream_count=2, streams=[stream(f), dict(
-             stream(f), stream_shape=[0], chunk_count=0, chunk_blocks=[])]))),
+             stream(f), stream_shape=[0], chunk_count=0, chunk_blocks=[],
+             chunk_crc32c=_crcs(f, 0))]))),
     # LimitExceeded
     Case("metadata-count-4097", E.LimitExceeded, "IDX-04",
          F("planes", lambda f: setv(f.index_header, metadata_count=4097))),
@@ -466,9 +483,14 @@ CASES = [
     Case("planes-payload-short", E.CorruptPayload, "PLN2-01",
          F("planes", lambda f: planes_only(f, cut=1)), codec_block=blk(), at_open=False),
     # DigestMismatch
+    # a record without chunk CRCs: its SHA-256 is checked by default (REC-09)
     Case("sha256-field", E.DigestMismatch, "REC-09",
-         F("planes", lambda f: rec(f).update(sha256=bytes(32))), at_open=False),
-    Case("payload-rewritten-consistently", E.DigestMismatch, "REC-09",
+         F("planes", lambda f: (no_chunk_crcs(f), rec(f).update(sha256=bytes(32)))),
+         at_open=False),
+    Case("payload-rewritten-consistently-no-crcs", E.DigestMismatch, "REC-09",
+         F("raw", lambda f: (no_chunk_crcs(f), raw_payload_changed(f))), at_open=False),
+    # with chunk CRCs the chunk check catches it first (REC-11)
+    Case("payload-rewritten-consistently", E.DigestMismatch, "REC-11",
          F("raw", raw_payload_changed), at_open=False),
 ]
 

@@ -1958,6 +1958,8 @@ from vectors_hardening import batch_hardening_1_0  # noqa: E402  (issue 8: decla
 BATCHES.append(batch_hardening_1_0)
 from vectors_rans import batch_rans_1_0b  # noqa: E402  (N = 16 lanes of the C kernels)
 BATCHES.append(batch_rans_1_0b)
+from vectors_chunkcrc import batch_chunkcrc_1_0  # noqa: E402  (record flag has_chunk_crc32c, REC-11)
+BATCHES.append(batch_chunkcrc_1_0)
 
 
 # ================================================================================================

@@ -71,11 +71,13 @@ def _uint_view(name, t):
 
 
 def load_file(filename: str | os.PathLike, device="cpu", *, limits: Limits = DEFAULT_LIMITS,
-              verify_sha256: bool = True, bands: int | None = None,
+              verify_sha256: bool | None = None, bands: int | None = None,
               threads: int | None = None) -> dict:
     """Decode every tensor of `filename` into a dict of torch tensors (`bands=k`: only the first
     k bands of band records). All chunks of all tensors are spread over `threads` worker threads
-    (default: all cores), then all SHA-256 checks."""
+    (default: all cores). Every chunk's block CRC32C and, where the file has them, the CRC32C of
+    its decoded bytes are checked; `verify_sha256` as in `Reader` (default: every SHA-256 but
+    those of plain records with chunk CRCs; True: all; False: none)."""
     with safe_open(filename, framework="pt", device=device, limits=limits,
                    verify_sha256=verify_sha256, threads=threads) as f:
         if bands is not None:
@@ -94,7 +96,7 @@ class safe_open:  # noqa: N801  (named after safetensors.safe_open on purpose)
     """
 
     def __init__(self, filename, framework: str = "pt", device="cpu", *,
-                 limits: Limits = DEFAULT_LIMITS, verify_sha256: bool = True,
+                 limits: Limits = DEFAULT_LIMITS, verify_sha256: bool | None = None,
                  threads: int | None = None):
         if framework not in ("pt", "torch", "np", "numpy"):
             raise InputError(f"framework must be 'pt' or 'np', not {framework!r}")

@@ -168,8 +168,11 @@ def decode(
     tensor: Optional[List[str]] = typer.Option(None, "--tensor", "-t",
                                                help="Only tensors matching this name or glob "
                                                     "pattern (repeatable)."),
-    no_verify_sha256: bool = typer.Option(False, "--no-verify-sha256",
-                                          help="Skip the SHA-256 check of decoded tensors."),
+    verify_sha256: Optional[bool] = typer.Option(
+        None, "--verify-sha256/--no-verify-sha256",
+        help="Check (or skip) every tensor's SHA-256. Default: a lossless (plain) tensor "
+             "with per-chunk CRC32Cs of its decoded bytes is checked by those (spec REC-11), "
+             "every other tensor by its SHA-256."),
     max_tensor_bytes: Optional[int] = typer.Option(None, help="Reject tensors larger than this."),
     max_index_bytes: Optional[int] = typer.Option(None, help="Reject indexes larger than this."),
     limit: Optional[List[str]] = typer.Option(None, "--limit", help="Any other decoder limit of "
@@ -195,7 +198,7 @@ def decode(
     from . import formats
     with errors_to_exit():
         reader_kw = dict(limits=_limits(max_tensor_bytes, max_index_bytes, limit),
-                         verify_sha256=not no_verify_sha256, threads=threads)
+                         verify_sha256=verify_sha256, threads=threads)
         if not input.exists():
             fail(f"no such file or folder: {input}", EXIT_IO)
         jobs = formats.plan_decode(input, output)

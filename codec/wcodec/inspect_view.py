@@ -27,6 +27,7 @@ def inspect_report(r: Reader) -> dict:
             "bytes": t.nbytes, "stored_bytes": t.stored_bytes,
             "ratio": (t.stored_bytes / t.nbytes) if t.nbytes else None,
             "sha256": t.sha256.hex() if t.sha256 else None, "lossy": t.lossy,
+            "chunk_crc32c": t.chunk_crcs,
             "error": dict({k: v for k, v in t.error.items() if not k.startswith("_")},
                           snr_db=_snr(t.error)) if t.error else None,
         })

@@ -9,6 +9,7 @@ from construct import (
     Array,
     Bytes,
     Const,
+    Default,
     Float64l,
     If,
     Int8ul,
@@ -42,7 +43,8 @@ KNOWN_BLOCK_TYPES = {BLOCK_CHUNK: "CHUNK", BLOCK_INDEX: "INDEX"}
 # §6.4 record_flags
 FLAG_HAS_SHA256 = 0x01
 FLAG_LOSSY = 0x02
-KNOWN_RECORD_FLAGS = FLAG_HAS_SHA256 | FLAG_LOSSY
+FLAG_HAS_CHUNK_CRC32C = 0x08  # bit 2 stays reserved (vector x_REC-10_flags_bit2)
+KNOWN_RECORD_FLAGS = FLAG_HAS_SHA256 | FLAG_LOSSY | FLAG_HAS_CHUNK_CRC32C
 
 # §3 FileHeader. `magic` is not a Const: a wrong magic is BadMagic, checked before parsing.
 FileHeader = Struct(
@@ -126,6 +128,10 @@ Stream = Struct(
     "codecs" / Array(this.codec_count, CodecSpec),
     "chunk_count" / Int32ul,
     "chunk_blocks" / Array(this.chunk_count, Int32ul),
+    # the enclosing TensorRecord's flag (this._ is the record); Default: builders that predate
+    # the field may leave it out when the flag is clear
+    "chunk_crc32c" / Default(If(this._.record_flags & FLAG_HAS_CHUNK_CRC32C,
+                                Array(this.chunk_count, Int32ul)), None),
 )
 
 # §6.4 TensorRecord

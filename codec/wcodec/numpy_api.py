@@ -35,7 +35,7 @@ def save_file(arrays: dict, filename: str | os.PathLike, metadata: dict | None =
 
 
 def load_file(filename: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS,
-              verify_sha256: bool = True) -> dict:
+              verify_sha256: bool | None = None) -> dict:
     from .api import safe_open
     with safe_open(filename, framework="np", limits=limits, verify_sha256=verify_sha256) as f:
         return {k: f.get_tensor(k) for k in f.keys()}

@@ -19,6 +19,7 @@ import crc32c
 import numpy as np
 
 from . import dtypes as D
+from . import fastpath
 from . import layout as L
 from .chain import Chain
 from .errors import (
@@ -64,16 +65,11 @@ _METADATA_ENTRY_C = L.MetadataEntry.compile()
 _TENSOR_RECORD_C = L.TensorRecord.compile()
 
 
-class _ExactReads(io.BytesIO):
-    """A stream whose read(n) returns n bytes or raises: construct's compiled parsers read Bytes
-    fields with a bare read(n), which would silently return a short field at the end of the
-    payload (conformance vector x_IDX-03_value_past_end)."""
-
-    def read(self, n=-1):
-        b = super().read(n)
-        if n is not None and n >= 0 and len(b) != n:
-            raise construct.StreamError(f"read {len(b)} of {n} bytes", path="(compiled)")
-        return b
+# zero bytes after the INDEX payload for the compiled parse: construct's compiled Bytes fields
+# read with a bare read(n), which would silently return a short field at the end of the payload
+# (conformance vector x_IDX-03_value_past_end); over the padding a structure that runs past the
+# end shows up as a position beyond it instead (see _parse_index)
+_PARSE_PAD = 64
 
 
 def element_count(shape, itemsize: int, limit: int, *, tensor: str | None = None) -> int:
@@ -99,6 +95,7 @@ class StreamInfo:
     chunk_elements: int
     chain: Chain
     chunk_blocks: list[int]
+    chunk_crc32c: list[int] | None = None  # REC-11, when the record has has_chunk_crc32c
 
 
 @dataclass
@@ -118,6 +115,7 @@ class TensorInfo:
     params: bytes
     streams: list[StreamInfo]
     stored_bytes: int = 0
+    chunk_crcs: bool = False  # has_chunk_crc32c: every stream carries chunk_crc32c
     record: object = field(default=None, repr=False)
 
     @property
@@ -133,13 +131,18 @@ def _parse(struct_, data, offset: int, what: str):
 
 
 class Reader:
-    def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_sha256: bool = True,
-                 threads: int | None = None):
+    def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS,
+                 verify_sha256: bool | None = None, threads: int | None = None):
+        """verify_sha256: None (default) checks every SHA-256 except those of `plain` records
+        with chunk CRCs, whose chunk CRCs cover the whole tensor (REC-09, REC-11); True checks
+        every SHA-256; False none. Chunk CRCs are always checked: they cost a pass over bytes
+        still in cache."""
         self.path = os.fspath(path)
         self.limits = Limits.coerce(limits)
         self.verify_sha256 = verify_sha256
         self._threads = threads or default_threads()
         self._pool: ThreadPoolExecutor | None = None
+        self._chains: dict[tuple, Chain] = {}  # codec specs -> Chain, shared by the streams
         self._file = open(self.path, "rb")
         try:
             size = os.fstat(self._file.fileno()).st_size
@@ -252,13 +255,17 @@ class Reader:
                            for i in range(ih.block_count)]
             start = pos + ih.block_count * L.BLOCK_ENTRY_SIZE
             try:
-                strict = _ExactReads(payload)  # compiled Bytes fields do not check short reads
-                strict.seek(start)
-                raw_meta = [_METADATA_ENTRY_C.parse_stream(strict)
+                # the payload plus _PARSE_PAD zeros; a parse that ends past the payload (or
+                # fails) is redone by the declarative structs, which name the error
+                fast = io.BytesIO(bytes(payload) + bytes(_PARSE_PAD))
+                fast.seek(start)
+                raw_meta = [_METADATA_ENTRY_C.parse_stream(fast)
                             for _ in range(ih.metadata_count)]
-                raw_records = [_TENSOR_RECORD_C.parse_stream(strict)
+                raw_records = [_TENSOR_RECORD_C.parse_stream(fast)
                                for _ in range(ih.tensor_count)]
-                stream.seek(strict.tell())
+                if fast.tell() > len(payload):
+                    raise ValueError("past the end of the payload")
+                stream.seek(fast.tell())
             except Exception:  # noqa: BLE001 - the declarative parse below says what is wrong
                 stream.seek(start)
                 raw_meta = [L.MetadataEntry.parse_stream(stream)
@@ -367,11 +374,15 @@ class Reader:
                 raise MalformedRecord(f"stream {s_id}: {s.chunk_count} chunks for {sn} "
                                       f"elements of {s.chunk_elements}", rule="REC-06",
                                       tensor=name)
-            try:
-                chain = Chain.from_specs(s.codecs)
-            except FormatError as e:
-                e.tensor = name
-                raise
+            key = tuple((c.codec_id, bytes(c.config)) for c in s.codecs)
+            chain = self._chains.get(key)
+            if chain is None:  # most streams of a file share a chain: build each one once
+                try:
+                    chain = Chain.from_specs(s.codecs)
+                except FormatError as e:
+                    e.tensor = name
+                    raise
+                self._chains[key] = chain
             for c, b in enumerate(s.chunk_blocks):
                 if b >= len(self.blocks) or self.blocks[b].block_type != L.BLOCK_CHUNK:
                     raise LayoutError(f"stream {s_id} chunk {c} names block {b}, not a "
@@ -381,7 +392,9 @@ class Reader:
                                       tensor=name)
                 owner[b] = (t, s_id, c)
             streams.append(StreamInfo(sd, tuple(s.stream_shape), sn, s.chunk_elements, chain,
-                                      list(s.chunk_blocks)))
+                                      list(s.chunk_blocks),
+                                      list(s.chunk_crc32c) if s.chunk_crc32c is not None
+                                      else None))
         kind.check(r, name)
         stored = sum(self.blocks[b].payload_length for s in streams for b in s.chunk_blocks)
         return TensorInfo(
@@ -389,7 +402,8 @@ class Reader:
             record_kind=r.record_kind, kind_name=kind.name, sha256=r.sha256,
             lossy=bool(r.record_flags & L.FLAG_LOSSY),
             error=dict(r.error) if r.error is not None else None, params=r.params,
-            streams=streams, stored_bytes=stored, record=r)
+            streams=streams, stored_bytes=stored, record=r,
+            chunk_crcs=bool(r.record_flags & L.FLAG_HAS_CHUNK_CRC32C))
 
     # -- reading tensors -------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -431,8 +445,16 @@ class Reader:
             raise LayoutError("padding after the block is not zero", rule="LAY-03", block=b)
         return data[e.offset + 24:end]
 
+    def sha256_wanted(self, info: TensorInfo, override: bool | None = None) -> bool:
+        """REC-09: check the SHA-256 when asked to, or by default unless the record is `plain`
+        with chunk CRCs (whose checks, REC-11, then cover every byte of the tensor)."""
+        v = self.verify_sha256 if override is None else override
+        if v is None:
+            return not (info.chunk_crcs and info.record_kind == 1)
+        return bool(v)
+
     def _decode_chunk(self, args) -> None:
-        b, expect, chain, dtype, out = args
+        b, expect, chain, dtype, out, crc = args
         payload = self.block_payload(b, expect)
         try:
             chain.decode_chunk(payload, dtype, out)
@@ -440,6 +462,9 @@ class Reader:
             if e.block is None:  # codecs know their bytes, not where they came from
                 e.block = b
             raise
+        if crc is not None and crc32c.crc32c(out) != crc:
+            raise DigestMismatch(f"CRC32C of the decoded chunk {expect[2]} disagrees with its "
+                                 "record", rule="REC-11", block=b)
 
     def _pool_map(self, fn, jobs) -> None:
         if self._threads <= 1 or len(jobs) <= 1:
@@ -461,7 +486,8 @@ class Reader:
         jobs = []
         for c, b in enumerate(s.chunk_blocks):
             lo, hi = c * ce * size, min((c + 1) * ce, s.elements) * size
-            jobs.append((b, (info.index, s_id, c), s.chain, s.dtype, out[lo:hi]))
+            jobs.append((b, (info.index, s_id, c), s.chain, s.dtype, out[lo:hi],
+                         s.chunk_crc32c[c] if s.chunk_crc32c is not None else None))
         try:
             self._pool_map(self._decode_chunk, jobs)
         except FormatError as e:
@@ -482,7 +508,7 @@ class Reader:
             streams[s_id] = self.decode_stream(info, s_id, out if direct else None)
         kind.assemble(info.record, streams, out, DecodeContext(self), **options)
         self._release([b for s in info.streams for b in s.chunk_blocks])
-        check = self.verify_sha256 if verify_sha256 is None else verify_sha256
+        check = self.sha256_wanted(info, verify_sha256)
         if check and not options and info.sha256 is not None \
                 and hashlib.sha256(out).digest() != info.sha256:
             raise DigestMismatch("SHA-256 of the decoded tensor disagrees with its record",
@@ -509,7 +535,9 @@ class Reader:
             ce = s.chunk_elements
             for c, b in enumerate(s.chunk_blocks):
                 lo, hi = c * ce * size, min((c + 1) * ce, s.elements) * size
-                jobs.append((info.name, (b, (info.index, 0, c), s.chain, s.dtype, buf[lo:hi])))
+                jobs.append((info.name, (b, (info.index, 0, c), s.chain, s.dtype, buf[lo:hi],
+                                         s.chunk_crc32c[c] if s.chunk_crc32c is not None
+                                         else None)))
             direct.append(info)
 
         def decode(job):
@@ -521,19 +549,39 @@ class Reader:
                 return e
             return None
 
-        # the largest chunks first, so that the last jobs left are short ones; the error raised
-        # is the one of the first chunk in file order, whatever order the threads met them in
-        order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1][4].size)
-        errors = self._map(decode, [jobs[k] for k in order])
-        failed = [k for k, e in zip(order, errors) if e is not None]
+        # chunks the native batch decoder handles go to it, a batch per thread (fastpath.py);
+        # the others one job each, the largest first so that the last jobs left are short ones.
+        # The error raised is the one of the first chunk in file order, whatever order the
+        # threads met them in.
+        native: dict[tuple, list[int]] = {}
+        python: list[int] = []
+        for k, (_, (b, ids, chain, dtype, buf, crc)) in enumerate(jobs):
+            shape = fastpath.native_shape(chain, dtype)
+            (native.setdefault(shape, []) if shape else python).append(k)
+        tasks = []
+        for shape, ks in native.items():
+            for part in fastpath.split([jobs[k][1][4].nbytes for k in ks], self._threads):
+                tasks.append((shape, [ks[i] for i in part]))
+        python.sort(key=lambda k: -jobs[k][1][4].size)
+        tasks += [(None, [k]) for k in python]
+
+        def run(task):
+            shape, ks = task
+            if shape is None:
+                e = decode(jobs[ks[0]])
+                return [(ks[0], e)] if e is not None else []
+            rows = [fastpath.job_row(self, *jobs[k][1][:2], *jobs[k][1][4:]) for k in ks]
+            return [(ks[i], e) for i, e in
+                    fastpath.run_batch(self, shape, rows, lambda i: decode(jobs[ks[i]]))]
+        failed = sorted(f for fs in self._map(run, tasks) for f in fs)
         if failed:
-            raise errors[order.index(min(failed))]
+            raise failed[0][1]
         for info in infos:  # other record kinds assemble from several streams and references
             if info.name not in out:
-                out[info.name] = self.read_bytes(info.name, verify_sha256=False)
+                out[info.name] = self.read_bytes(info.name, verify_sha256=False)  # below
         self._release([b for info in direct for b in info.streams[0].chunk_blocks])
-        if self.verify_sha256:
-            checked = [i for i in infos if i.sha256 is not None]
+        checked = [i for i in infos if i.sha256 is not None and self.sha256_wanted(i)]
+        if checked:
 
             def digest(info):
                 return hashlib.sha256(out[info.name]).digest() == info.sha256

@@ -41,6 +41,7 @@ class EncodeOptions:
     level: int = 3             # zstd level of the `lanes` codec
     codec: str = "planes"      # "planes" (planes > lanes) or "raw" (bytes only)
     sha256: bool = True
+    chunk_crc32c: bool = True  # REC-11: the decoder's default end-to-end check
     alignment_log2: int = DEFAULT_ALIGNMENT_LOG2
     threads: int | None = None
 
@@ -68,15 +69,17 @@ _BLOCK_ENTRY_C = L.BlockEntry.compile()
 _TENSOR_RECORD_C = L.TensorRecord.compile()
 
 
-def _chunk_block(args) -> tuple[bytes, bytes, int]:
-    """Encode one chunk and frame it as a CHUNK block: (header, payload, crc). Runs on the pool."""
+def _chunk_block(args) -> tuple[bytes, bytes, int, int]:
+    """Encode one chunk and frame it as a CHUNK block: (header, payload, block crc, CRC32C of the
+    chunk's decoded bytes, §8.5). Runs on the pool."""
     chain, dtype, elements, tensor_id, stream_id, chunk_id = args
     payload = chain.encode_chunk(elements, dtype)
     header = _BLOCK_HEADER_C.build(dict(block_type=L.BLOCK_CHUNK, block_flags=0,
                                         tensor_id=tensor_id, stream_id=stream_id,
                                         chunk_id=chunk_id, payload_length=len(payload)))
     crc = crc32c.crc32c(payload, crc32c.crc32c(header))
-    return header, payload, crc
+    content = crc32c.crc32c(np.ascontiguousarray(elements).view(np.uint8))
+    return header, payload, crc, content
 
 
 class Writer:
@@ -186,7 +189,8 @@ class Writer:
     def _write_record(self, name, shape, dtype, kind, rec, sha, tensor_id, jobs) -> None:
         streams = [self._write_stream(tensor_id, stream_id, plan, futures)
                    for stream_id, (plan, futures) in enumerate(jobs)]
-        flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0)
+        flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0) \
+            | (L.FLAG_HAS_CHUNK_CRC32C if self.options.chunk_crc32c else 0)
         self.records.append(dict(
             name_length=len(name.encode("utf-8")), name=name.encode("utf-8"), dtype=dtype.code,
             record_kind=kind.kind_id, record_flags=flags, rank=len(shape), shape=list(shape),
@@ -201,18 +205,19 @@ class Writer:
         blocks = [f.result() for f in futures]
         # "raw where that is smaller": a stream that the chain does not shrink is stored as is
         if not isinstance(chain.array_to_bytes, BytesCodec) and \
-                sum(len(p) for _, p, _ in blocks) >= n * plan.dtype.itemsize:
+                sum(len(b[1]) for b in blocks) >= n * plan.dtype.itemsize:
             chain = Chain(BytesCodec(), None)
             blocks = [f.result() for f in self._submit_stream(tensor_id, stream_id, plan, chain)]
         refs = []
-        for c, (header, payload, crc) in enumerate(blocks):
+        for c, (header, payload, crc, _) in enumerate(blocks):
             refs.append(self._write_block(header, payload, crc, L.BLOCK_CHUNK))
             if self.progress:
                 self.progress(min(ce, n - c * ce) * plan.dtype.itemsize)
         specs = chain.to_specs()
         return dict(stream_dtype=plan.dtype.code, stream_rank=len(plan.shape),
                     stream_shape=list(plan.shape), chunk_elements=ce, codec_count=len(specs),
-                    codecs=specs, chunk_count=count, chunk_blocks=refs)
+                    codecs=specs, chunk_count=count, chunk_blocks=refs,
+                    chunk_crc32c=[b[3] for b in blocks] if self.options.chunk_crc32c else None)
 
     def _check_tensor(self, name, shape) -> None:
         if not isinstance(name, str):

@@ -163,7 +163,7 @@ static size_t decode_fast4(lane_t *L, const uint32_t *ent, uint8_t *out, size_t 
 
 #ifdef WC_X86
 /* perm[m] moves the k-th word of a loaded group to the k-th lane whose bit is set in m. */
-static uint32_t perm_lut[256][8];
+static uint32_t perm_lut[256][8] __attribute__((aligned(32)));
 
 static void init_perm(void) {
     for (unsigned m = 0; m < 256; m++) {
@@ -179,18 +179,22 @@ static inline __m256i step8(__m256i x, const uint32_t *ent, __m128i rs, __m256i 
     const __m256i one = _mm256_set1_epi32(1), b12 = _mm256_set1_epi32(0xFFF);
     const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                           0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-    __m256i e = _mm256_i32gather_epi32((const int *)ent, _mm256_and_si256(x, mask), 4);
+    /* eight scalar loads, not vpgatherdd: on the AMD cores measured (tools/bench_rans_chains.c)
+     * the gather instruction made the whole step about 1.5x slower */
+    uint32_t sl[8] __attribute__((aligned(32)));
+    _mm256_store_si256((__m256i *)sl, _mm256_and_si256(x, mask));
+    __m256i e = _mm256_setr_epi32((int)ent[sl[0]], (int)ent[sl[1]], (int)ent[sl[2]], (int)ent[sl[3]],
+                                  (int)ent[sl[4]], (int)ent[sl[5]], (int)ent[sl[6]], (int)ent[sl[7]]);
     __m256i sy = _mm256_shuffle_epi8(e, pick);
-    uint32_t lo = (uint32_t)_mm256_extract_epi32(sy, 0), hi = (uint32_t)_mm256_extract_epi32(sy, 4);
-    memcpy(out, &lo, 4);
-    memcpy(out + 4, &hi, 4);
+    _mm_storel_epi64((__m128i *)out, _mm_unpacklo_epi32(_mm256_castsi256_si128(sy),
+                                                        _mm256_extracti128_si256(sy, 1)));
     __m256i fs = _mm256_add_epi32(_mm256_srli_epi32(e, 20), one);
     __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 8), b12);
     x = _mm256_add_epi32(_mm256_mullo_epi32(fs, _mm256_srl_epi32(x, rs)), bias);
     __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), _mm256_setzero_si256());
     unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(need));
     __m256i wv = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * *p)));
-    wv = _mm256_permutevar8x32_epi32(wv, _mm256_loadu_si256((const __m256i *)perm_lut[m]));
+    wv = _mm256_permutevar8x32_epi32(wv, _mm256_load_si256((const __m256i *)perm_lut[m]));
     x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), wv), need);
     *p += (size_t)_mm_popcnt_u32(m);
     return x;
@@ -198,19 +202,19 @@ static inline __m256i step8(__m256i x, const uint32_t *ent, __m128i rs, __m256i 
 
 /* Up to 4 lanes whose N is a multiple of 8 (8 to 32), decoded together: each round steps every
  * group of 8 states of every lane, so 2 lanes of N = 16 keep 4 independent dependency chains in
- * flight (one chain is latency-bound: gather, multiply, renormalization). A round of a lane reads
+ * flight (one chain is latency-bound: table loads, multiply, renormalization). A round of a lane reads
  * at most N words, and each group loads 8 words at its position: rounds run while p + N + 8 words
  * exist in every lane, and each lane's rest goes to decode_scalar. Returns nothing; i[] and p[]
  * say where each lane stopped. */
-__attribute__((target("avx2,popcnt")))
-static void decode_avx2(lane_t **L, const uint32_t **ent, uint8_t **out, size_t d, unsigned k,
-                        size_t *iout, size_t *pout) {
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline void decode_avx2_kg(lane_t **L, const uint32_t **ent, uint8_t **out, size_t d,
+                                  const unsigned k, const unsigned G0, size_t *iout, size_t *pout) {
     __m256i x[4][4], mask[4];
     __m128i rs[4];
     size_t p[4], i = 0;
     unsigned G[4];
     for (unsigned l = 0; l < k; l++) {
-        G[l] = L[l]->N / 8;
+        G[l] = G0;
         rs[l] = _mm_cvtsi32_si128((int)L[l]->R);
         mask[l] = _mm256_set1_epi32((int)((1u << L[l]->R) - 1));
         for (unsigned g = 0; g < G[l]; g++)
@@ -223,7 +227,7 @@ static void decode_avx2(lane_t **L, const uint32_t **ent, uint8_t **out, size_t 
             room &= i + L[l]->N <= d && p[l] + L[l]->N + 8 <= L[l]->nw;
         if (!room) break;
         /* every lane of a set has the same N (decode_lanes groups them so) */
-        for (unsigned g = 0; g < G[0]; g++)
+        for (unsigned g = 0; g < G0; g++)
             for (unsigned l = 0; l < k; l++)
                 x[l][g] = step8(x[l][g], ent[l], rs[l], mask[l], out[l] + i + 8 * g, L[l]->words, &p[l]);
         i += L[0]->N;
@@ -233,6 +237,20 @@ static void decode_avx2(lane_t **L, const uint32_t **ent, uint8_t **out, size_t 
         iout[l] = i;
         pout[l] = p[l];
     }
+}
+
+/* The loop above with k and N known to the compiler for the encoder's shapes (two lanes of 16
+ * states, one lane of 32), so that every state register stays in a register; any other shape
+ * runs the same code with runtime bounds. */
+__attribute__((target("avx2,popcnt")))
+static void decode_avx2(lane_t **L, const uint32_t **ent, uint8_t **out, size_t d, unsigned k,
+                        size_t *iout, size_t *pout) {
+    unsigned G = L[0]->N / 8;
+    if (k == 2 && G == 2) decode_avx2_kg(L, ent, out, d, 2, 2, iout, pout);
+    else if (k == 1 && G == 4) decode_avx2_kg(L, ent, out, d, 1, 4, iout, pout);
+    else if (k == 1 && G == 2) decode_avx2_kg(L, ent, out, d, 1, 2, iout, pout);
+    else if (k == 2) decode_avx2_kg(L, ent, out, d, 2, G, iout, pout);
+    else decode_avx2_kg(L, ent, out, d, 1, G, iout, pout);
 }
 
 static int have_avx2;
@@ -495,9 +513,13 @@ static uint16_t *encode_avx2(const uint8_t *lane, size_t i, const encsym_t *es, 
         i -= N;
         for (unsigned g = G; g-- > 0;) {
             __m256i x0 = xv[g];
-            __m256i sym = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lane + i + 8 * g)));
-            __m256i a = _mm256_i32gather_epi32((const int *)t1, sym, 4);
-            __m256i mlo = _mm256_i32gather_epi32((const int *)t2, sym, 4);
+            /* scalar loads, not two vpgatherdd: faster on the AMD cores measured (as in the
+             * decoder) */
+            const uint8_t *b_ = lane + i + 8 * g;
+            __m256i a = _mm256_setr_epi32((int)t1[b_[0]], (int)t1[b_[1]], (int)t1[b_[2]], (int)t1[b_[3]],
+                                          (int)t1[b_[4]], (int)t1[b_[5]], (int)t1[b_[6]], (int)t1[b_[7]]);
+            __m256i mlo = _mm256_setr_epi32((int)t2[b_[0]], (int)t2[b_[1]], (int)t2[b_[2]], (int)t2[b_[3]],
+                                            (int)t2[b_[4]], (int)t2[b_[5]], (int)t2[b_[6]], (int)t2[b_[7]]);
             __m256i f = _mm256_and_si256(a, m13);
             __m256i c = _mm256_and_si256(_mm256_srli_epi32(a, 13), m12);
             __m256i l = _mm256_srli_epi32(a, 26);
@@ -620,7 +642,9 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    uint32_t h[4][256];
+    /* eight tables fed from one 8-byte load: a run of one value (an exponent plane is mostly
+     * a few values) would otherwise wait on the store-to-load latency of one counter */
+    uint32_t h[8][256];
     memset(h, 0, sizeof h);
     const uint8_t *b = lane.buf;
     size_t n = (size_t)lane.len, i = 0;
@@ -629,11 +653,17 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
     while (i < n) {
         /* flush before a u32 counter could overflow */
         size_t end = n - i > ((size_t)1 << 30) ? i + ((size_t)1 << 30) : n;
-        for (; i + 4 <= end; i += 4) { h[0][b[i]]++; h[1][b[i + 1]]++; h[2][b[i + 2]]++; h[3][b[i + 3]]++; }
+        for (; i + 8 <= end; i += 8) {
+            uint64_t v;
+            memcpy(&v, b + i, 8);
+            h[0][v & 255]++; h[1][(v >> 8) & 255]++; h[2][(v >> 16) & 255]++; h[3][(v >> 24) & 255]++;
+            h[4][(v >> 32) & 255]++; h[5][(v >> 40) & 255]++; h[6][(v >> 48) & 255]++; h[7][v >> 56]++;
+        }
         for (; i < end; i++) h[0][b[i]]++;
         for (unsigned s = 0; s < 256; s++) {
-            out[s] += (uint64_t)h[0][s] + h[1][s] + h[2][s] + h[3][s];
-            h[0][s] = h[1][s] = h[2][s] = h[3][s] = 0;
+            uint64_t t = 0;
+            for (unsigned k = 0; k < 8; k++) { t += h[k][s]; h[k][s] = 0; }
+            out[s] += t;
         }
     }
     Py_END_ALLOW_THREADS
@@ -691,6 +721,8 @@ static int planes_args(PyObject *args, const char *name, Py_buffer *in, Py_buffe
     return 0;
 }
 
+static void planes_from(const uint8_t *p, unsigned size, int rotate, uint8_t *dst, size_t k);
+
 /* planes_decode(planes, size, rotate, words): words[i] from byte i of each of the `size` planes,
  * most significant first, rotated right by one bit for floats. size is 2 or 4. */
 static PyObject *py_planes_decode(PyObject *self, PyObject *args) {
@@ -699,23 +731,8 @@ static PyObject *py_planes_decode(PyObject *self, PyObject *args) {
     int rotate;
     size_t k;
     if (planes_args(args, "planes_decode", &in, &out, &size, &rotate, &k)) return NULL;
-    const uint8_t *p = in.buf;
     Py_BEGIN_ALLOW_THREADS
-    if (size == 2) {
-        uint16_t *w = out.buf;
-        const uint8_t *p0 = p, *p1 = p + k;
-        for (size_t i = 0; i < k; i++) {
-            uint16_t t = (uint16_t)((p0[i] << 8) | p1[i]);
-            w[i] = rotate ? (uint16_t)((t >> 1) | (t << 15)) : t;
-        }
-    } else {
-        uint32_t *w = out.buf;
-        const uint8_t *p0 = p, *p1 = p + k, *p2 = p + 2 * k, *p3 = p + 3 * k;
-        for (size_t i = 0; i < k; i++) {
-            uint32_t t = ((uint32_t)p0[i] << 24) | ((uint32_t)p1[i] << 16) | ((uint32_t)p2[i] << 8) | p3[i];
-            w[i] = rotate ? (t >> 1) | (t << 31) : t;
-        }
-    }
+    planes_from(in.buf, size, rotate, out.buf, k);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&in);
     PyBuffer_Release(&out);
@@ -756,6 +773,263 @@ static PyObject *py_planes_encode(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- whole chunks: block checks, lanes, planes, in one call per batch -------------------------- */
+/* Why: with a call per lane and the block checks in Python, the GIL and the per-chunk Python work
+ * left two threads at 1.1-1.4x one thread and cost ~20 % of a decode. decode_chunks runs a batch
+ * of CHUNK blocks of plain streams whose chain is `planes > lanes(itemsize)` without the GIL.
+ * It only ever accepts: on any failure it returns the job's index and the caller re-runs that
+ * chunk through the Python path, which raises the spec's error (or decodes a zstd lane). */
+
+static uint32_t crc32c_sw_table[256];
+
+static void init_crc32c(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_sw_table[n] = c;
+    }
+}
+
+#ifdef WC_X86
+static int have_sse42;
+
+/* Three independent crc32 chains over the thirds of each 3 x 4 KiB block, joined by shifting
+ * the first two over the bytes that follow them (x^(8n) mod P applied as a GF(2) matrix
+ * product, precomputed for n = 4 KiB and 8 KiB): one chain alone is latency-bound at a third of
+ * the instruction's throughput. */
+#define CRC_PART 4096
+static uint32_t crc_shift1[4][256], crc_shift2[4][256];
+
+static uint32_t gf2_times(const uint32_t *mat, uint32_t v) {
+    uint32_t r = 0;
+    for (int i = 0; v; i++, v >>= 1) if (v & 1) r ^= mat[i];
+    return r;
+}
+static void gf2_square(uint32_t *sq, const uint32_t *mat) {
+    for (int i = 0; i < 32; i++) sq[i] = gf2_times(mat, mat[i]);
+}
+/* the operator that appends n zero bytes to a raw (uninverted) crc register */
+static void crc_zeros_op(uint32_t *even, size_t n) {
+    uint32_t odd[32];
+    odd[0] = 0x82F63B78u;
+    for (int i = 1; i < 32; i++) odd[i] = 1u << (i - 1);
+    gf2_square(even, odd);   /* 2 zero bits */
+    gf2_square(odd, even);   /* 4 zero bits */
+    /* odd is now 4 bits; square to 8 bits = one byte, then by powers of two of n */
+    uint32_t byte_op[32];
+    gf2_square(byte_op, odd);
+    uint32_t res[32];
+    for (int i = 0; i < 32; i++) res[i] = 1u << i;
+    uint32_t cur[32], tmp[32];
+    memcpy(cur, byte_op, sizeof cur);
+    while (n) {
+        if (n & 1) {
+            for (int i = 0; i < 32; i++) tmp[i] = gf2_times(cur, res[i]);
+            memcpy(res, tmp, sizeof res);
+        }
+        n >>= 1;
+        if (n) { gf2_square(tmp, cur); memcpy(cur, tmp, sizeof cur); }
+    }
+    memcpy(even, res, sizeof res);
+}
+static void crc_shift_table(uint32_t tab[4][256], size_t n) {
+    uint32_t op[32];
+    crc_zeros_op(op, n);
+    for (int k = 0; k < 4; k++)
+        for (uint32_t b = 0; b < 256; b++) tab[k][b] = gf2_times(op, b << (8 * k));
+}
+static inline uint32_t crc_shift(uint32_t tab[4][256], uint32_t c) {
+    return tab[0][c & 255] ^ tab[1][(c >> 8) & 255] ^ tab[2][(c >> 16) & 255] ^ tab[3][c >> 24];
+}
+
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_hw(uint32_t crc, const uint8_t *b, size_t n) {
+    uint64_t c0 = ~crc;
+    while (n >= 3 * CRC_PART) {
+        uint64_t c1 = 0, c2 = 0;
+        const uint8_t *b1 = b + CRC_PART, *b2 = b + 2 * CRC_PART;
+        for (size_t i = 0; i < CRC_PART; i += 8) {
+            uint64_t v0, v1, v2;
+            memcpy(&v0, b + i, 8); memcpy(&v1, b1 + i, 8); memcpy(&v2, b2 + i, 8);
+            c0 = _mm_crc32_u64(c0, v0);
+            c1 = _mm_crc32_u64(c1, v1);
+            c2 = _mm_crc32_u64(c2, v2);
+        }
+        c0 = crc_shift(crc_shift2, (uint32_t)c0) ^ crc_shift(crc_shift1, (uint32_t)c1) ^ c2;
+        b += 3 * CRC_PART;
+        n -= 3 * CRC_PART;
+    }
+    for (; n >= 8; n -= 8, b += 8) { uint64_t v; memcpy(&v, b, 8); c0 = _mm_crc32_u64(c0, v); }
+    for (; n; n--) c0 = _mm_crc32_u8((uint32_t)c0, *b++);
+    return ~(uint32_t)c0;
+}
+#endif
+
+static uint32_t crc32c_of(const uint8_t *b, size_t n) {
+#ifdef WC_X86
+    if (have_sse42) return crc32c_hw(0, b, n);
+#endif
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) c = crc32c_sw_table[(c ^ b[i]) & 255] ^ (c >> 8);
+    return ~c;
+}
+
+/* planes_decode's loop (size 2 or 4), 32 elements at a time with AVX2 where available */
+#ifdef WC_X86
+__attribute__((target("avx2")))
+static size_t planes2_avx2(const uint8_t *p0, const uint8_t *p1, uint16_t *w, size_t k, int rotate) {
+    size_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(p0 + i)), b = _mm256_loadu_si256((const __m256i *)(p1 + i));
+        a = _mm256_permute4x64_epi64(a, 0xD8);
+        b = _mm256_permute4x64_epi64(b, 0xD8);
+        /* after the 0xD8 permutes, the per-half unpacks give elements 0-15 and 16-31 in order */
+        __m256i lo = _mm256_unpacklo_epi8(b, a), hi = _mm256_unpackhi_epi8(b, a);  /* t = a << 8 | b */
+        if (rotate) {
+            lo = _mm256_or_si256(_mm256_srli_epi16(lo, 1), _mm256_slli_epi16(lo, 15));
+            hi = _mm256_or_si256(_mm256_srli_epi16(hi, 1), _mm256_slli_epi16(hi, 15));
+        }
+        _mm256_storeu_si256((__m256i *)(w + i), lo);
+        _mm256_storeu_si256((__m256i *)(w + i + 16), hi);
+    }
+    return i;
+}
+__attribute__((target("avx2")))
+static size_t planes4_avx2(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,
+                           uint32_t *w, size_t k, int rotate) {
+    size_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+        __m256i a = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(p0 + i)), 0xD8);
+        __m256i b = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(p1 + i)), 0xD8);
+        __m256i c = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(p2 + i)), 0xD8);
+        __m256i d = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)(p3 + i)), 0xD8);
+        __m256i ab_lo = _mm256_unpacklo_epi8(b, a), ab_hi = _mm256_unpackhi_epi8(b, a);  /* a<<8|b */
+        __m256i cd_lo = _mm256_unpacklo_epi8(d, c), cd_hi = _mm256_unpackhi_epi8(d, c);  /* c<<8|d */
+        /* after the 0xD8 permutes each unpack yields 16 elements in order: ab_lo 0-15, ab_hi
+         * 16-31; the 16-bit unpacks work per 128-bit half: t0 = 0-3 | 8-11, t1 = 4-7 | 12-15,
+         * t2 = 16-19 | 24-27, t3 = 20-23 | 28-31 */
+        __m256i t0 = _mm256_unpacklo_epi16(cd_lo, ab_lo), t1 = _mm256_unpackhi_epi16(cd_lo, ab_lo);
+        __m256i t2 = _mm256_unpacklo_epi16(cd_hi, ab_hi), t3 = _mm256_unpackhi_epi16(cd_hi, ab_hi);
+        if (rotate) {
+            t0 = _mm256_or_si256(_mm256_srli_epi32(t0, 1), _mm256_slli_epi32(t0, 31));
+            t1 = _mm256_or_si256(_mm256_srli_epi32(t1, 1), _mm256_slli_epi32(t1, 31));
+            t2 = _mm256_or_si256(_mm256_srli_epi32(t2, 1), _mm256_slli_epi32(t2, 31));
+            t3 = _mm256_or_si256(_mm256_srli_epi32(t3, 1), _mm256_slli_epi32(t3, 31));
+        }
+        _mm256_storeu_si256((__m256i *)(w + i), _mm256_permute2x128_si256(t0, t1, 0x20));
+        _mm256_storeu_si256((__m256i *)(w + i + 8), _mm256_permute2x128_si256(t0, t1, 0x31));
+        _mm256_storeu_si256((__m256i *)(w + i + 16), _mm256_permute2x128_si256(t2, t3, 0x20));
+        _mm256_storeu_si256((__m256i *)(w + i + 24), _mm256_permute2x128_si256(t2, t3, 0x31));
+    }
+    return i;
+}
+#endif
+
+static void planes_from(const uint8_t *p, unsigned size, int rotate, uint8_t *dst, size_t k) {
+    size_t i = 0;
+    if (size == 2) {
+        uint16_t *w = (uint16_t *)dst;
+        const uint8_t *p0 = p, *p1 = p + k;
+#ifdef WC_X86
+        if (have_avx2) i = planes2_avx2(p0, p1, w, k, rotate);
+#endif
+        for (; i < k; i++) {
+            uint16_t t = (uint16_t)((p0[i] << 8) | p1[i]);
+            w[i] = rotate ? (uint16_t)((t >> 1) | (t << 15)) : t;
+        }
+    } else {
+        uint32_t *w = (uint32_t *)dst;
+        const uint8_t *p0 = p, *p1 = p + k, *p2 = p + 2 * k, *p3 = p + 3 * k;
+#ifdef WC_X86
+        if (have_avx2) i = planes4_avx2(p0, p1, p2, p3, w, k, rotate);
+#endif
+        for (; i < k; i++) {
+            uint32_t t = ((uint32_t)p0[i] << 24) | ((uint32_t)p1[i] << 16) | ((uint32_t)p2[i] << 8) | p3[i];
+            w[i] = rotate ? (t >> 1) | (t << 31) : t;
+        }
+    }
+}
+
+/* One job, the columns of decode_chunks' int64 rows. */
+enum { J_OFFSET, J_PAYLOAD, J_TYPE, J_CRC, J_TENSOR, J_STREAM, J_CHUNK, J_OUT, J_OUTLEN, J_PADEND,
+       J_HAS_CONTENT_CRC, J_CONTENT_CRC, J_COLS };
+
+/* LAY-05, RSV-01, REC-08, BLK-01, LAY-05, LAY-03 as reader.block_payload checks them, then the
+ * chain. Returns 0 when the chunk is decoded into its output, else non-zero. */
+static int decode_one_chunk(const uint8_t *data, size_t size, const int64_t *j, unsigned lanes,
+                            unsigned itemsize, int rotate, uint8_t *scratch, uint64_t *tables) {
+    uint64_t off = (uint64_t)j[J_OFFSET], plen = (uint64_t)j[J_PAYLOAD], pad_end = (uint64_t)j[J_PADEND];
+    if (off > size || plen > size - off || size - off - plen < 28 || pad_end > size
+            || pad_end < off + 28 + plen) return 1;
+    const uint8_t *h = data + off;
+    if ((h[0] | h[1] << 8) != (uint32_t)j[J_TYPE] || (h[2] | h[3]) || load_u32(h + 4) != (uint32_t)j[J_TENSOR]
+            || load_u32(h + 8) != (uint32_t)j[J_STREAM] || load_u32(h + 12) != (uint32_t)j[J_CHUNK]
+            || (load_u32(h + 16) | (uint64_t)load_u32(h + 20) << 32) != plen) return 1;
+    uint32_t trailer = load_u32(h + 24 + plen);
+    if (trailer != (uint32_t)j[J_CRC] || crc32c_of(h, 24 + plen) != trailer) return 1;
+    for (const uint8_t *q = h + 28 + plen; q < data + pad_end; q++) if (*q) return 1;
+    uint8_t *dst = (uint8_t *)(uintptr_t)j[J_OUT];
+    size_t total = (size_t)j[J_OUTLEN];
+    unsigned bad;
+    if (itemsize == 1) {
+        if (decode_lanes_impl(h + 24, plen, lanes, dst, total, tables, &bad)) return 1;
+    } else {
+        if (decode_lanes_impl(h + 24, plen, lanes, scratch, total, tables, &bad)) return 1;
+        planes_from(scratch, itemsize, rotate, dst, total / itemsize);
+    }
+    /* REC-11 over the bytes just written, while they are in cache */
+    return j[J_HAS_CONTENT_CRC] && crc32c_of(dst, total) != (uint32_t)j[J_CONTENT_CRC];
+}
+
+/* decode_chunks(data, jobs(int64[n, J_COLS]), lanes, itemsize, rotate, max_out) -> index of the
+ * first job that did not decode, or n. Only `planes > lanes(itemsize)` chunks of itemsize 1, 2, 4;
+ * J_OUT is the address of the output (the caller keeps it alive, J_OUTLEN bytes). */
+static PyObject *py_decode_chunks(PyObject *self, PyObject *args) {
+    Py_buffer data, jobs;
+    unsigned lanes, itemsize, max_out;
+    int rotate;
+    if (!PyArg_ParseTuple(args, "y*y*IIpI", &data, &jobs, &lanes, &itemsize, &rotate, &max_out)) return NULL;
+    size_t n = (size_t)jobs.len / (J_COLS * 8);
+    if ((size_t)jobs.len != n * J_COLS * 8 || lanes != itemsize || (itemsize != 1 && itemsize != 2 && itemsize != 4)) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&jobs);
+        PyErr_SetString(PyExc_ValueError, "decode_chunks: jobs of int64[n, 12], lanes == itemsize in 1, 2, 4");
+        return NULL;
+    }
+    uint64_t *tables = PyMem_RawMalloc(sizeof(uint64_t) << 15);
+    uint8_t *scratch = itemsize > 1 ? PyMem_RawMalloc(max_out ? max_out : 1) : NULL;
+    size_t k = 0;
+    if (tables && (scratch || itemsize == 1)) {
+        const int64_t *J = jobs.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (; k < n; k++) {
+            if ((uint64_t)J[k * J_COLS + J_OUTLEN] > max_out) break;
+            if (decode_one_chunk(data.buf, (size_t)data.len, J + k * J_COLS, lanes, itemsize, rotate,
+                                 scratch, tables)) break;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    int oom = !tables || (!scratch && itemsize > 1);
+    PyMem_RawFree(tables);
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&jobs);
+    if (oom) return PyErr_NoMemory();
+    return PyLong_FromSize_t(k);
+}
+
+/* crc32c(buf) -> CRC32C of buf (for tests of the kernel against the crc32c package) */
+static PyObject *py_crc32c(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    uint32_t c;
+    Py_BEGIN_ALLOW_THREADS
+    c = crc32c_of(b.buf, (size_t)b.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+
 static PyMethodDef methods[] = {
     {"decode_lane", py_decode_lane, METH_VARARGS, "Decode one rans lane into out; 0 or an error code."},
     {"decode_lanes", py_decode_lanes, METH_VARARGS, "Decode a whole lanes payload; (error code, lane)."},
@@ -764,6 +1038,8 @@ static PyMethodDef methods[] = {
     {"planes_decode", py_planes_decode, METH_VARARGS, "Byte planes to words (planes.md)."},
     {"planes_encode", py_planes_encode, METH_VARARGS, "Words to byte planes (planes.md)."},
     {"histogram", py_histogram, METH_VARARGS, "Byte histogram of a buffer into 256 u64 counts."},
+    {"decode_chunks", py_decode_chunks, METH_VARARGS, "Check and decode a batch of CHUNK blocks; jobs done."},
+    {"crc32c", py_crc32c, METH_VARARGS, "CRC32C of a buffer."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -777,11 +1053,15 @@ PyMODINIT_FUNC PyInit__crans(void) {
     }
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
+    init_crc32c();
 #ifdef WC_X86
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     init_perm();
     init_cmp();
+    have_sse42 = __builtin_cpu_supports("sse4.2");
+    crc_shift_table(crc_shift1, CRC_PART);
+    crc_shift_table(crc_shift2, 2 * CRC_PART);
     PyModule_AddIntConstant(m, "AVX2", have_avx2);
 #else
     PyModule_AddIntConstant(m, "AVX2", 0);

@@ -455,7 +455,8 @@ class Bands(RecordKind):
         k = cls.prefix_count(record, bands)
         bits = decode_prefix(record, p, streams, k, name)
         out[:] = bits.view(np.uint8)
-        verify = getattr(getattr(ctx, "reader", None), "verify_sha256", True)
+        # BND-07 has no chunk-CRC exception: checked unless the user skipped digests
+        verify = getattr(getattr(ctx, "reader", None), "verify_sha256", True) is not False
         if verify and p.digests is not None and k < p.band_count \
                 and hashlib.sha256(out).digest() != p.digests[k - 1]:
             raise DigestMismatch(f"SHA-256 of the {k}-band prefix disagrees with the record",

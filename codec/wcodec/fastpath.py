@@ -1,0 +1,77 @@
+"""Batches of CHUNK blocks decoded by one native call each (codecs/_crans.c `decode_chunks`).
+
+Why: a chunk decoded through Python costs a block-header parse, a CRC32C call, a codec call per
+stage and a planes pass, all holding the GIL between the kernels; on MiniLM that was ~20 % of a
+decode and kept two threads at 1.1-1.4x one. Here the chunks of plain streams whose chain is
+`planes > lanes(itemsize)` (what the encoder writes) are checked and decoded in C without the
+GIL, a batch per thread.
+
+The native path only ever accepts. When it stops at a chunk (any failed check, a zstd lane, a
+shape it does not handle), that chunk is decoded by the Python path, which raises the spec's
+error with its rule id or decodes it; the batch then goes on natively. So errors, their order
+and their wording are the Python path's by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import layout as L
+from .codecs import LanesCodec, PlanesCodec, rans
+
+# columns of a job row (the J_* enum of _crans.c)
+_COLS = 12
+
+
+def native_shape(chain, dtype) -> tuple[int, int, bool] | None:
+    """(lanes, itemsize, rotate) when `decode_chunks` handles chunks of this chain, else None."""
+    native = rans.native
+    if native is None or not hasattr(native, "decode_chunks"):
+        return None
+    a, b = chain.array_to_bytes, chain.bytes_to_bytes
+    size = dtype.itemsize
+    if not isinstance(a, PlanesCodec) or not isinstance(b, LanesCodec) or size not in (1, 2, 4) \
+            or b.lane_count != size:
+        return None
+    return size, size, bool(dtype.is_float and size > 1)
+
+
+def job_row(reader, b: int, ids: tuple[int, int, int], out: np.ndarray, crc: int | None
+            ) -> list[int]:
+    """The int64 row of block b decoding into `out` (a contiguous uint8 view, kept alive by the
+    caller while the batch runs), checked against the chunk CRC `crc` (REC-11) if not None."""
+    e = reader.blocks[b]
+    end = e.offset + 24 + e.payload_length
+    pad_end = L.align_up(end + 4, reader.alignment)
+    return [e.offset, e.payload_length, e.block_type, e.block_crc32c, ids[0], ids[1], ids[2],
+            out.ctypes.data, out.nbytes, pad_end, crc is not None, crc or 0]
+
+
+def run_batch(reader, shape, rows: list[list[int]], fallback) -> list[tuple[int, object]]:
+    """Decode rows natively; `fallback(k)` decodes row k through the Python path and returns an
+    error or None. Returns [(k, error)] for the rows whose fallback failed."""
+    lanes, size, rotate = shape
+    jobs = np.asarray(rows, dtype=np.int64).reshape(-1, _COLS)
+    max_out = int(jobs[:, 8].max()) if len(jobs) else 0
+    errors, k = [], 0
+    while k < len(jobs):
+        done = rans.native.decode_chunks(reader.data, jobs[k:], lanes, size, rotate, max_out)
+        k += done
+        if k < len(jobs):
+            err = fallback(k)
+            if err is not None:
+                errors.append((k, err))
+            k += 1
+    return errors
+
+
+def split(sizes: list[int], parts: int) -> list[list[int]]:
+    """Indices of `sizes` in `parts` groups of about equal sum (largest first, each to the
+    lightest group), each group in ascending index order."""
+    groups: list[list[int]] = [[] for _ in range(max(1, parts))]
+    load = [0] * len(groups)
+    for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
+        g = load.index(min(load))
+        groups[g].append(k)
+        load[g] += sizes[k]
+    return [sorted(g) for g in groups if g]
