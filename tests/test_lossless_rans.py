@@ -143,3 +143,26 @@ def test_native_planes_match_the_numpy_path(dtype):
     out = np.empty(k * dt.itemsize, np.uint8)
     PlanesCodec().decode_into(memoryview(native.tobytes()), dt, out)
     assert np.array_equal(out.view(dt.uint), elements)
+
+
+def test_state_count_follows_the_number_of_rans_lanes():
+    """32 states for the only rans lane of a chunk (a vector decoder then runs 4 chains on it),
+    16 each when two lanes are rans (decoded as a pair)."""
+    import struct
+    from wcodec.codecs import rans as R
+    rng = np.random.default_rng(7)
+    n = 1 << 15
+    skewed = np.clip(rng.normal(120, 3, n), 0, 255).astype(np.uint8)
+    uniform = rng.integers(0, 256, n, dtype=np.uint8)
+
+    def states(lanes):
+        payload = LanesCodec(len(lanes)).encode(np.concatenate(lanes).tobytes())
+        pos, out = 5 * len(lanes), []
+        for j in range(len(lanes)):
+            method, length = struct.unpack_from("<BI", payload, 5 * j)
+            out.append(payload[pos + 1] if method == METHOD_RANS else None)
+            pos += length
+        return out
+    assert states([skewed, uniform]) == [2 * R.ENCODER_STATES, None]
+    assert states([skewed, skewed[::-1].copy()]) == [R.ENCODER_STATES, R.ENCODER_STATES]
+    assert states([skewed]) == [2 * R.ENCODER_STATES]

@@ -21,6 +21,9 @@ from .codecs import LanesCodec, PlanesCodec, rans
 
 # columns of a job row (the J_* enum of _crans.c)
 _COLS = 12
+# batches per worker thread in Reader.read_all: enough for the pool to even out chunks that
+# decode at different speeds, few enough that the Python per call stays negligible
+BATCHES_PER_THREAD = 8
 
 
 def native_shape(chain, dtype) -> tuple[int, int, bool] | None:

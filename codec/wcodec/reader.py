@@ -336,74 +336,76 @@ class Reader:
         self._owner = owner
 
     def _check_record(self, t: int, r, owner: dict) -> TensorInfo:
-        """One TensorRecord against §6.4 and its kind's page; `owner` collects chunk blocks."""
+        """One TensorRecord against §6.4 and its kind's page; `owner` collects chunk blocks.
+        Fields are read as r['x'], not r.x: construct's Container attribute access is a Python
+        call, and opening a file of many tensors was dominated by it."""
         lim = self.limits
         try:
-            name = r.name.decode("utf-8")
+            name = r['name'].decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedRecord(f"tensor {t}: name is not UTF-8", rule="REC-01") from None
-        if not 1 <= r.name_length <= MAX_NAME_LENGTH:
-            raise MalformedRecord(f"tensor {t}: name of {r.name_length} bytes", rule="REC-01")
+        if not 1 <= r['name_length'] <= MAX_NAME_LENGTH:
+            raise MalformedRecord(f"tensor {t}: name of {r['name_length']} bytes", rule="REC-01")
         if name in getattr(self, "tensors", ()):
             raise MalformedRecord(f"tensor name {name!r} appears twice", rule="REC-01")
-        dtype = D.by_code(r.dtype)
-        if r.record_flags & ~L.KNOWN_RECORD_FLAGS:
+        dtype = D.by_code(r['dtype'])
+        if r['record_flags'] & ~L.KNOWN_RECORD_FLAGS:
             raise MalformedRecord("reserved record_flags bits set", rule="RSV-01", tensor=name)
-        kind = record_class(r.record_kind)
-        if r.rank > MAX_RANK:
-            raise LimitExceeded(f"rank {r.rank} > {MAX_RANK}", rule="REC-05", tensor=name)
-        n = element_count(r.shape, dtype.itemsize, lim.max_tensor_bytes, tensor=name)
-        if r.params_length > MAX_PARAMS_LENGTH:
+        kind = record_class(r['record_kind'])
+        if r['rank'] > MAX_RANK:
+            raise LimitExceeded(f"rank {r['rank']} > {MAX_RANK}", rule="REC-05", tensor=name)
+        n = element_count(r['shape'], dtype.itemsize, lim.max_tensor_bytes, tensor=name)
+        if r['params_length'] > MAX_PARAMS_LENGTH:
             raise LimitExceeded("params_length > 1 MiB", rule="REC-05", tensor=name)
-        if not 1 <= r.stream_count <= MAX_STREAMS:
-            raise LimitExceeded(f"stream_count {r.stream_count}", rule="REC-05", tensor=name)
+        if not 1 <= r['stream_count'] <= MAX_STREAMS:
+            raise LimitExceeded(f"stream_count {r['stream_count']}", rule="REC-05", tensor=name)
         streams = []
-        for s_id, s in enumerate(r.streams):
-            sd = D.by_code(s.stream_dtype)
-            if s.stream_rank > MAX_RANK:
-                raise LimitExceeded(f"stream rank {s.stream_rank}", rule="REC-05", tensor=name)
-            sn = element_count(s.stream_shape, sd.itemsize, lim.max_tensor_bytes, tensor=name)
-            if not 1 <= s.chunk_elements <= MAX_CHUNK_ELEMENTS:
-                raise LimitExceeded(f"chunk_elements {s.chunk_elements}", rule="REC-05",
+        for s_id, s in enumerate(r['streams']):
+            sd = D.by_code(s['stream_dtype'])
+            if s['stream_rank'] > MAX_RANK:
+                raise LimitExceeded(f"stream rank {s['stream_rank']}", rule="REC-05", tensor=name)
+            sn = element_count(s['stream_shape'], sd.itemsize, lim.max_tensor_bytes, tensor=name)
+            if not 1 <= s['chunk_elements'] <= MAX_CHUNK_ELEMENTS:
+                raise LimitExceeded(f"chunk_elements {s['chunk_elements']}", rule="REC-05",
                                     tensor=name)
-            if not 1 <= s.codec_count <= MAX_CODECS:
-                raise LimitExceeded(f"codec_count {s.codec_count}", rule="REC-05", tensor=name)
-            if any(c.config_length > MAX_CONFIG_LENGTH for c in s.codecs):
+            if not 1 <= s['codec_count'] <= MAX_CODECS:
+                raise LimitExceeded(f"codec_count {s['codec_count']}", rule="REC-05", tensor=name)
+            if any(c['config_length'] > MAX_CONFIG_LENGTH for c in s['codecs']):
                 raise LimitExceeded("codec config over 1024 bytes", rule="REC-05", tensor=name)
-            if s.chunk_count != -(-sn // s.chunk_elements):
-                raise MalformedRecord(f"stream {s_id}: {s.chunk_count} chunks for {sn} "
-                                      f"elements of {s.chunk_elements}", rule="REC-06",
+            if s['chunk_count'] != -(-sn // s['chunk_elements']):
+                raise MalformedRecord(f"stream {s_id}: {s['chunk_count']} chunks for {sn} "
+                                      f"elements of {s['chunk_elements']}", rule="REC-06",
                                       tensor=name)
-            key = tuple((c.codec_id, bytes(c.config)) for c in s.codecs)
+            key = tuple((c['codec_id'], bytes(c['config'])) for c in s['codecs'])
             chain = self._chains.get(key)
             if chain is None:  # most streams of a file share a chain: build each one once
                 try:
-                    chain = Chain.from_specs(s.codecs)
+                    chain = Chain.from_specs(s['codecs'])
                 except FormatError as e:
                     e.tensor = name
                     raise
                 self._chains[key] = chain
-            for c, b in enumerate(s.chunk_blocks):
-                if b >= len(self.blocks) or self.blocks[b].block_type != L.BLOCK_CHUNK:
+            for c, b in enumerate(s['chunk_blocks']):
+                if b >= len(self.blocks) or self.blocks[b]['block_type'] != L.BLOCK_CHUNK:
                     raise LayoutError(f"stream {s_id} chunk {c} names block {b}, not a "
                                       "CHUNK block", rule="REC-07", tensor=name)
                 if b in owner:
                     raise LayoutError(f"block {b} is named by two chunks", rule="REC-07",
                                       tensor=name)
                 owner[b] = (t, s_id, c)
-            streams.append(StreamInfo(sd, tuple(s.stream_shape), sn, s.chunk_elements, chain,
-                                      list(s.chunk_blocks),
-                                      list(s.chunk_crc32c) if s.chunk_crc32c is not None
-                                      else None))
+            crcs = s['chunk_crc32c']
+            streams.append(StreamInfo(sd, tuple(s['stream_shape']), sn, s['chunk_elements'],
+                                      chain, list(s['chunk_blocks']),
+                                      list(crcs) if crcs is not None else None))
         kind.check(r, name)
-        stored = sum(self.blocks[b].payload_length for s in streams for b in s.chunk_blocks)
+        stored = sum(self.blocks[b]['payload_length'] for s in streams for b in s.chunk_blocks)
         return TensorInfo(
-            index=t, name=name, dtype=dtype, shape=tuple(r.shape), elements=n,
-            record_kind=r.record_kind, kind_name=kind.name, sha256=r.sha256,
-            lossy=bool(r.record_flags & L.FLAG_LOSSY),
-            error=dict(r.error) if r.error is not None else None, params=r.params,
+            index=t, name=name, dtype=dtype, shape=tuple(r['shape']), elements=n,
+            record_kind=r['record_kind'], kind_name=kind.name, sha256=r['sha256'],
+            lossy=bool(r['record_flags'] & L.FLAG_LOSSY),
+            error=dict(r['error']) if r['error'] is not None else None, params=r['params'],
             streams=streams, stored_bytes=stored, record=r,
-            chunk_crcs=bool(r.record_flags & L.FLAG_HAS_CHUNK_CRC32C))
+            chunk_crcs=bool(r['record_flags'] & L.FLAG_HAS_CHUNK_CRC32C))
 
     # -- reading tensors -------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -560,8 +562,12 @@ class Reader:
             (native.setdefault(shape, []) if shape else python).append(k)
         tasks = []
         for shape, ks in native.items():
-            for part in fastpath.split([jobs[k][1][4].nbytes for k in ks], self._threads):
+            # several batches per thread, handed out as threads free up: chunks of equal size
+            # can differ 1.5x in time (raw against rans lanes), so static halves finish apart
+            parts = 1 if self._threads <= 1 else self._threads * fastpath.BATCHES_PER_THREAD
+            for part in fastpath.split([jobs[k][1][4].nbytes for k in ks], parts):
                 tasks.append((shape, [ks[i] for i in part]))
+        tasks.sort(key=lambda t: -sum(jobs[k][1][4].nbytes for k in t[1]))
         python.sort(key=lambda k: -jobs[k][1][4].size)
         tasks += [(None, [k]) for k in python]
 

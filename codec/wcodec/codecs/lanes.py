@@ -127,28 +127,43 @@ class LanesCodec(BytesToBytesCodec):
         if buf.size % self.lane_count:
             raise ValueError("lanes: input length is not a multiple of lane_count")
         d = buf.size // self.lane_count
+        lanes = [buf[j * d:(j + 1) * d] for j in range(self.lane_count)]
+        counts = [_histogram(lane) if d else None for lane in lanes]
+        plans = [self._rans_plan(lane, c) for lane, c in zip(lanes, counts)]
+        # a chunk with one rans lane gets 32 states, so that a vector decoder has 4 chains in
+        # flight (1-byte dtypes; float16, whose top mantissa plane stays raw); with two or more
+        # it decodes two lanes of 16 states together instead
+        single = sum(p[0] > 0 for p in plans) == 1
         headers, bodies = [], []
-        for j in range(self.lane_count):
-            method, body = self.encode_lane(buf[j * d:(j + 1) * d])
+        for lane, c, plan in zip(lanes, counts, plans):
+            method, body = self.encode_lane(lane, c, plan,
+                                            2 * rans.ENCODER_STATES if single else None)
             headers.append(_LANE_HEADER.pack(method, len(body)))
             bodies.append(body)
         return b"".join(headers) + b"".join(bodies)
 
-    def encode_lane(self, lane: np.ndarray) -> tuple[int, bytes]:
+    @staticmethod
+    def _rans_plan(lane: np.ndarray, counts) -> tuple[int, float]:
+        """(R, estimated bytes) when rans is worth building for this lane, else (-1, size)."""
+        d = lane.size
+        if d < RANS_MIN_LANE or counts[lane[0]] == d:
+            return -1, d
+        r, est = rans.estimate(counts)
+        return (r, est) if r > 0 and est < d else (-1, d)
+
+    def encode_lane(self, lane: np.ndarray, counts=None, plan=None, n_states=None
+                    ) -> tuple[int, bytes]:
         """(method, data): the fewest bytes among raw, fill, rans and zstd (see module doc)."""
         d = lane.size
         if d == 0:
             return METHOD_RAW, b""
-        counts = _histogram(lane)
+        counts = _histogram(lane) if counts is None else counts
         if counts[lane[0]] == d:
             return METHOD_FILL, lane[:1].tobytes()
         best = (METHOD_RAW, None, d)  # the body is built only for the winner
-        r, est = rans.estimate(counts) if d >= RANS_MIN_LANE else (-1, d)
-        if d >= RANS_MIN_LANE and r > 0 and est < d:
-            # one lane per chunk (1-byte dtypes): 32 states give a vector decoder 4 chains in
-            # flight; with several lanes it decodes two lanes of 16 states together instead
-            body = rans.encode(lane, counts, r,
-                               2 * rans.ENCODER_STATES if self.lane_count == 1 else None)
+        r, est = self._rans_plan(lane, counts) if plan is None else plan
+        if r > 0:
+            body = rans.encode(lane, counts, r, n_states)
             if len(body) < d:
                 best = (METHOD_RANS, body, len(body))
         if d > 64 and self._zstd_may_win(lane, best[2]):
