@@ -173,7 +173,7 @@ def plan_folder_decode(src: Path, dst: Path) -> list[tuple[Path, Path, bool]]:
 def copy_file(src: Path, dst: Path) -> None:
     from .atomic import AtomicFile
     with open(src, "rb") as f, AtomicFile(dst) as out:
-        shutil.copyfileobj(f, out.file)
+        shutil.copyfileobj(f, out)  # through AtomicFile.write, which counts the position
 
 
 def total_bytes(path: Path) -> int:
