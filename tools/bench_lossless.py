@@ -7,8 +7,9 @@ entropy bounds, on real weights, in one run (issue 4).
 Writes DIR/lossless.md (markdown table) and DIR/lossless.png (plot), prints the table, and exits 1 if
 any round trip is not bit for bit. Sizes are compressed bytes / original tensor bytes: for wcodec the
 whole .wcd file (header, index, padding, checksums and SHA-256s included), for the peers their whole
-output. Throughputs are MB/s of original bytes, best of --repeat runs; the machine may be shared, so
-compare ratios measured in the same run, not absolute figures across runs.
+output. Throughputs are MB/s of original bytes, the median of --repeat rounds, each round running
+every method once (interleaved: the machine may be shared and drift), so compare ratios measured in
+the same run, not absolute figures across runs.
 
 Bounds (computed here, not taken from anyone): order-0 empirical entropy of
 - `bound/tensor`: each exponent-aligned byte plane (spec/codecs/planes.md transform) of a whole tensor;
@@ -26,6 +27,7 @@ import argparse
 import gc
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -251,27 +253,24 @@ def measure(models, repeat: int) -> list[dict]:
             print(f"{m.name}: {len(m.tensors)} tensors, {n / 1e6:.1f} MB", file=sys.stderr)
             b = bounds(m)
             r = {"model": m.name, "bytes": n, **{k: v / n * 100 for k, v in b.items()}}
-            # `repeat` rounds, each running every method once, and the best time of each kept:
-            # this machine's speed drifts by up to 1.5x over seconds (shared cores), so peers
-            # are measured interleaved rather than one after the other
-            best: dict[str, dict] = {}
+            # `repeat` rounds, each running every method once, and the median time of each
+            # kept: this machine's speed drifts by up to 1.5x over seconds (shared host), so
+            # peers are measured interleaved rather than one after the other, and a lone fast
+            # or slow round does not decide a ratio
+            runs: dict[str, list[dict]] = {}
             for _ in range(repeat):
                 for name, fn in (("wcodec", lambda: run_wcodec(m, 1, work)),
                                  ("zstd-3", lambda: run_zstd(m, 1)),
                                  ("planes+zstd-3", lambda: run_byte_planes(m, 1)),
                                  ("ZipNN", lambda: run_zipnn(m, 1))):
                     out = fn()
-                    if out is None:
-                        continue
-                    if name in best:
-                        old = best[name]
-                        out = {k: (min(v, old[k]) if k in TIMES and k in old else v)
-                               for k, v in out.items()}
-                        out["ok"] = out["ok"] and old["ok"]
-                    best[name] = out
-            for name, out in best.items():
-                r[name] = {"size%": out["size"] / n * 100, "ok": out["ok"],
-                           **{k: n / out[k] / 1e6 for k in TIMES if k in out}}
+                    if out is not None:
+                        runs.setdefault(name, []).append(out)
+            for name, outs in runs.items():
+                r[name] = {"size%": outs[0]["size"] / n * 100,
+                           "ok": all(o["ok"] for o in outs),
+                           **{k: n / statistics.median(o[k] for o in outs) / 1e6
+                              for k in TIMES if k in outs[0]}}
             rows.append(r)
     finally:
         shutil.rmtree(work, ignore_errors=True)

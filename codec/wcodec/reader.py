@@ -523,25 +523,18 @@ class Reader:
         one job (hashlib and the codecs release the GIL). A model of many small tensors keeps
         all threads busy this way, where read_bytes can only split one tensor's chunks. Errors are
         the ones read_bytes would raise for the first failing tensor in `names` order, except that
-        a decoding error of any tensor comes before any digest mismatch.
-
-        The plain tensors are views of one allocation (each at a multiple of 64 bytes), freed
-        when the last of them is: numpy asks for huge pages for it, and first-touch page faults
-        on 4 KiB pages cost more than the decoding on some machines (~1 ms per MB measured on
-        the 2-core VM of docs/lossless.md, 5x less with huge pages)."""
+        a decoding error of any tensor comes before any digest mismatch."""
         from .records import Plain
         names = list(self.tensors) if names is None else list(names)
         infos = [self.info(n) for n in names]
         out: dict[str, np.ndarray] = {}
         jobs, direct = [], []
-        plain = [i for i in infos if record_class(i.record_kind) is Plain]
-        offsets, total = [], 0
-        for info in plain:
-            offsets.append(total)
-            total += L.align_up(info.nbytes, 64)
-        arena = np.empty(total, dtype=np.uint8)
-        for info, at in zip(plain, offsets):
-            buf = out[info.name] = arena[at:at + info.nbytes]
+        for info in infos:
+            if record_class(info.record_kind) is not Plain:
+                continue
+            # one allocation per tensor (freed with it); one shared arena with huge pages was
+            # tried and measured slower once memory is fragmented (docs/lossless.md)
+            buf = out[info.name] = np.empty(info.nbytes, dtype=np.uint8)
             s, size = info.streams[0], info.streams[0].dtype.itemsize
             ce = s.chunk_elements
             for c, b in enumerate(s.chunk_blocks):
