@@ -249,8 +249,10 @@ static void decode_avx2(lane_t **L, const uint32_t **ent, uint8_t **out, size_t 
     if (k == 2 && G == 2) decode_avx2_kg(L, ent, out, d, 2, 2, iout, pout);
     else if (k == 1 && G == 4) decode_avx2_kg(L, ent, out, d, 1, 4, iout, pout);
     else if (k == 1 && G == 2) decode_avx2_kg(L, ent, out, d, 1, 2, iout, pout);
+    else if (k == 1) decode_avx2_kg(L, ent, out, d, 1, G, iout, pout);
     else if (k == 2) decode_avx2_kg(L, ent, out, d, 2, G, iout, pout);
-    else decode_avx2_kg(L, ent, out, d, 1, G, iout, pout);
+    else if (k == 3) decode_avx2_kg(L, ent, out, d, 3, G, iout, pout);
+    else decode_avx2_kg(L, ent, out, d, 4, G, iout, pout);  /* k <= 4: the arrays' size */
 }
 
 static int have_avx2;
