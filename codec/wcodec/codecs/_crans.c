@@ -983,40 +983,42 @@ static int decode_one_chunk(const uint8_t *data, size_t size, const int64_t *j, 
     return j[J_HAS_CONTENT_CRC] && crc32c_of(dst, total) != (uint32_t)j[J_CONTENT_CRC];
 }
 
-/* decode_chunks(data, jobs(int64[n, J_COLS]), lanes, itemsize, rotate, max_out) -> index of the
- * first job that did not decode, or n. Only `planes > lanes(itemsize)` chunks of itemsize 1, 2, 4;
- * J_OUT is the address of the output (the caller keeps it alive, J_OUTLEN bytes). */
+/* decode_chunks(data, jobs(int64[n, J_COLS]), lanes, itemsize, rotate, scratch, tables) -> index
+ * of the first job that did not decode, or n. Only `planes > lanes(itemsize)` chunks of itemsize
+ * 1, 2, 4; J_OUT is the address of the output (the caller keeps it alive, J_OUTLEN bytes).
+ * `scratch` (writable, at least every job's J_OUTLEN bytes when itemsize > 1) and `tables`
+ * (writable, 2^15 u64) are the caller's, reused across calls: allocating them per call cost a
+ * page fault per 4 KiB on every batch. */
 static PyObject *py_decode_chunks(PyObject *self, PyObject *args) {
-    Py_buffer data, jobs;
-    unsigned lanes, itemsize, max_out;
+    Py_buffer data, jobs, scratch, tables;
+    unsigned lanes, itemsize;
     int rotate;
-    if (!PyArg_ParseTuple(args, "y*y*IIpI", &data, &jobs, &lanes, &itemsize, &rotate, &max_out)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*IIpw*w*", &data, &jobs, &lanes, &itemsize, &rotate, &scratch,
+                          &tables)) return NULL;
     size_t n = (size_t)jobs.len / (J_COLS * 8);
-    if ((size_t)jobs.len != n * J_COLS * 8 || lanes != itemsize || (itemsize != 1 && itemsize != 2 && itemsize != 4)) {
+    if ((size_t)jobs.len != n * J_COLS * 8 || lanes != itemsize || (itemsize != 1 && itemsize != 2 && itemsize != 4)
+            || (size_t)tables.len < (sizeof(uint64_t) << 15)) {
         PyBuffer_Release(&data);
         PyBuffer_Release(&jobs);
-        PyErr_SetString(PyExc_ValueError, "decode_chunks: jobs of int64[n, 12], lanes == itemsize in 1, 2, 4");
+        PyBuffer_Release(&scratch);
+        PyBuffer_Release(&tables);
+        PyErr_SetString(PyExc_ValueError, "decode_chunks: jobs of int64[n, 12], lanes == itemsize in "
+                                          "1, 2, 4, tables of 2^15 u64");
         return NULL;
     }
-    uint64_t *tables = PyMem_RawMalloc(sizeof(uint64_t) << 15);
-    uint8_t *scratch = itemsize > 1 ? PyMem_RawMalloc(max_out ? max_out : 1) : NULL;
-    size_t k = 0;
-    if (tables && (scratch || itemsize == 1)) {
-        const int64_t *J = jobs.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (; k < n; k++) {
-            if ((uint64_t)J[k * J_COLS + J_OUTLEN] > max_out) break;
-            if (decode_one_chunk(data.buf, (size_t)data.len, J + k * J_COLS, lanes, itemsize, rotate,
-                                 scratch, tables)) break;
-        }
-        Py_END_ALLOW_THREADS
+    size_t k = 0, room = itemsize > 1 ? (size_t)scratch.len : (size_t)-1;
+    const int64_t *J = jobs.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (; k < n; k++) {
+        if ((uint64_t)J[k * J_COLS + J_OUTLEN] > room) break;
+        if (decode_one_chunk(data.buf, (size_t)data.len, J + k * J_COLS, lanes, itemsize, rotate,
+                             scratch.buf, tables.buf)) break;
     }
-    int oom = !tables || (!scratch && itemsize > 1);
-    PyMem_RawFree(tables);
-    PyMem_RawFree(scratch);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
     PyBuffer_Release(&jobs);
-    if (oom) return PyErr_NoMemory();
+    PyBuffer_Release(&scratch);
+    PyBuffer_Release(&tables);
     return PyLong_FromSize_t(k);
 }
 
