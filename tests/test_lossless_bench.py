@@ -14,6 +14,23 @@ def test_quick_smoke(tmp_path):
     assert rc == 0
     md = (tmp_path / "lossless.md").read_text()
     assert "synthetic bfloat16" in md and "Round trips bit for bit: all" in md
+    assert "Decode only, warm" in md
+
+
+def test_profile_decode_smoke(tmp_path, capsys):
+    import pytest
+    import torch
+    import wcodec
+    from wcodec.codecs import rans
+    if rans.native is None:
+        pytest.skip("C kernels not built")
+    from tools import profile_decode
+    p = tmp_path / "m.wcd"
+    wcodec.save_file({"a": torch.randn(70_000).to(torch.bfloat16), "b": torch.randn(3000)}, p,
+                     chunk_elements=16384)
+    assert profile_decode.main([str(p), "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "native chunk batch, 2 thread(s)" in out and "first touch" in out
 
 
 def test_bounds_of_a_constant_and_a_uniform_tensor():
