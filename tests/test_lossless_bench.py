@@ -14,6 +14,10 @@ def test_quick_smoke(tmp_path):
     assert rc == 0
     md = (tmp_path / "lossless.md").read_text()
     assert "synthetic bfloat16" in md and "Round trips bit for bit: all" in md
+    try:
+        import zipnn  # noqa: F401  (the warm table compares against it; CI may not have it)
+    except ImportError:
+        return
     assert "Decode only, warm" in md
 
 
