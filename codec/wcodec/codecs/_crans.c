@@ -811,28 +811,22 @@ static void gf2_square(uint32_t *sq, const uint32_t *mat) {
     for (int i = 0; i < 32; i++) sq[i] = gf2_times(mat, mat[i]);
 }
 /* the operator that appends n zero bytes to a raw (uninverted) crc register */
-static void crc_zeros_op(uint32_t *even, size_t n) {
-    uint32_t odd[32];
-    odd[0] = 0x82F63B78u;
-    for (int i = 1; i < 32; i++) odd[i] = 1u << (i - 1);
-    gf2_square(even, odd);   /* 2 zero bits */
-    gf2_square(odd, even);   /* 4 zero bits */
-    /* odd is now 4 bits; square to 8 bits = one byte, then by powers of two of n */
-    uint32_t byte_op[32];
-    gf2_square(byte_op, odd);
-    uint32_t res[32];
-    for (int i = 0; i < 32; i++) res[i] = 1u << i;
+static void crc_zeros_op(uint32_t *op, size_t n) {
+    /* one zero bit: the reflected polynomial for bit 0, a shift for the others; squared three
+     * times it appends one zero byte; then square-and-multiply over the bits of n */
     uint32_t cur[32], tmp[32];
-    memcpy(cur, byte_op, sizeof cur);
+    cur[0] = 0x82F63B78u;
+    for (int i = 1; i < 32; i++) cur[i] = 1u << (i - 1);
+    for (int k = 0; k < 3; k++) { gf2_square(tmp, cur); memcpy(cur, tmp, sizeof cur); }
+    for (int i = 0; i < 32; i++) op[i] = 1u << i;  /* identity */
     while (n) {
         if (n & 1) {
-            for (int i = 0; i < 32; i++) tmp[i] = gf2_times(cur, res[i]);
-            memcpy(res, tmp, sizeof res);
+            for (int i = 0; i < 32; i++) tmp[i] = gf2_times(cur, op[i]);
+            memcpy(op, tmp, sizeof tmp);
         }
         n >>= 1;
         if (n) { gf2_square(tmp, cur); memcpy(cur, tmp, sizeof cur); }
     }
-    memcpy(even, res, sizeof res);
 }
 static void crc_shift_table(uint32_t tab[4][256], size_t n) {
     uint32_t op[32];
