@@ -809,7 +809,8 @@ def planes_decode(data, k: int, stream_dtype: int, what: str) -> bytes:
 # | 1 zstd | exactly one Zstandard frame (RFC 8878) | the frame's content, D bytes |
 # | 2 fill | 1 byte b | D copies of b |
 # | 4 rans | a static order-0 rANS stream (codecs/rans.md) | D bytes |   (3 is never assigned)
-RAW, ZSTD, FILL, RANS = 0, 1, 2, 4
+# | 6 rans_split | low bits, then a rans stream of the top bits (codecs/rans_split.md) | D bytes | (5 neither)
+RAW, ZSTD, FILL, RANS, RANS_SPLIT = 0, 1, 2, 4, 6
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"   # 0xFD2FB528 little-endian (skippable: 0x184D2A50..5F)
 
 
@@ -839,6 +840,8 @@ def lanes_decode(data, L: int, lane_count: int, what: str) -> bytes:
             lanes.append(bytes(lane) * D)
         elif method == RANS:                                                     # codecs/rans.md
             lanes.append(rans_lane(lane, D, f"{what} lane {i}"))
+        elif method == RANS_SPLIT:                                               # codecs/rans_split.md
+            lanes.append(rans_split_lane(lane, D, f"{what} lane {i}"))
         else:                                                                    # [LAN-04]
             raise UnsupportedFeature(f"[LAN-04] {what} lane {i}: lane method {method} is not implemented")
     return b"".join(lanes)      # lane 0, lane 1, ... concatenated: L bytes
@@ -928,6 +931,39 @@ def rans_lane(data, D: int, what: str) -> bytes:
     if p != W or any(xj != RANS_L for xj in x):                                  # [RNS-06]
         raise CorruptPayload(f"[RNS-06] {what}: stream does not end in the initial state "
                              f"({W - p} words unread, states {x})")
+    return bytes(out)
+
+
+# ================================================================ codecs/rans_split.md: lane method 6
+# | offset | size | field     | type     |
+# | 0      | 1    | top_bits  | u8       | k: 1, 2 or 4; n = 8 / k bytes per symbol
+# | 1      | B    | low_bits  | bytes[B] | B = ceil(D (8 - k) / 8): the low 8 - k bits of each byte, LSB first
+# | 1 + B  | rest | symbols   | a rans lane (above) of G = ceil(D / n) bytes
+# byte i = top_i << (8 - k) | lo_i, top_i = (sym[i // n] >> (k (i mod n))) & (2^k - 1),
+# lo_i = bits i (8 - k) .. (i + 1)(8 - k) - 1 of low_bits.
+def rans_split_lane(data, D: int, what: str) -> bytes:
+    data = bytes(data)
+    if len(data) < 1 or data[0] not in (1, 2, 4):                                # [RSP-01]
+        raise CorruptPayload(f"[RSP-01] {what}: empty, or top_bits not 1, 2 or 4")
+    k = data[0]
+    n = 8 // k
+    B = (D * (8 - k) + 7) // 8
+    G = (D + n - 1) // n
+    if len(data) < 1 + B:                                                        # [RSP-02]
+        raise CorruptPayload(f"[RSP-02] {what}: {len(data)} bytes cannot hold {B} bytes of low bits")
+    low = data[1:1 + B] + b"\x00"      # bit b of low_bits is bit b % 8 of byte b // 8
+    sym = rans_lane(data[1 + B:], G, f"{what} symbols")                          # RNS-01..06
+    if G and D % n and sym[-1] >> (k * (D - (G - 1) * n)):                       # [RSP-03]
+        raise CorruptPayload(f"[RSP-03] {what}: the last symbol has bits set past the lane")
+    if (D * (8 - k)) % 8 and low[B - 1] >> ((D * (8 - k)) % 8):                 # [RSP-03]
+        raise CorruptPayload(f"[RSP-03] {what}: low_bits padding bits are not zero")
+    wl = 8 - k
+    out = bytearray(D)
+    for i in range(D):
+        top = (sym[i // n] >> (k * (i % n))) & ((1 << k) - 1)
+        bit = i * wl                                   # lo_i may straddle two bytes
+        lo = ((low[bit // 8] | low[bit // 8 + 1] << 8) >> (bit % 8)) & ((1 << wl) - 1)
+        out[i] = top << wl | lo
     return bytes(out)
 
 

@@ -251,6 +251,11 @@ WEAKENED = [
      ["x_PRD-08_*"]),
     ("reference chains unbounded", "if len(chain) > PRD_MAX_DEPTH:", "if False:",
      ["x_PRD-09_*"]),
+    ("rans_split symbol padding not checked", "if G and D % n and sym[-1] >> (k * (D - (G - 1) * n)):",
+     "if False:", ["x_RSP-03_last_symbol_bits"]),
+    ("rans_split low_bits padding not checked",
+     "if (D * (8 - k)) % 8 and low[B - 1] >> ((D * (8 - k)) % 8):", "if False:",
+     ["x_RSP-03_low_padding"]),
 ]
 
 

@@ -1960,6 +1960,8 @@ from vectors_rans import batch_rans_1_0b  # noqa: E402  (N = 16 lanes of the C k
 BATCHES.append(batch_rans_1_0b)
 from vectors_chunkcrc import batch_chunkcrc_1_0  # noqa: E402  (record flag has_chunk_crc32c, REC-11)
 BATCHES.append(batch_chunkcrc_1_0)
+from vectors_rans_split import batch_rans_split_1_0  # noqa: E402  (lane method rans_split)
+BATCHES.append(batch_rans_split_1_0)
 
 
 # ================================================================================================

@@ -1,7 +1,9 @@
 """Codec `lanes` (id 256, bytes->bytes): spec/codecs/lanes.md.
 
 Each lane (one byte plane when placed after `planes`) is coded alone with the smallest of raw, zstd,
-fill and rans (spec/codecs/rans.md), by actual size. Decoding checks every declared length before
+fill and rans (spec/codecs/rans.md), by actual size, except that a lane which rans barely shrinks
+(a float's top mantissa plane) takes rans_split (spec/codecs/rans_split.md) when that costs at most
+0.2 % of it: a quarter of the rANS symbols to decode. Decoding checks every declared length before
 allocating (LAN-03, LAN-05, LAN-06).
 
 zstd is the fallback for lanes with repeats that an order-0 coder cannot see; it is tried in full
@@ -18,18 +20,25 @@ import numpy as np
 import zstandard
 
 from ..errors import CorruptPayload, MalformedRecord, UnsupportedFeature
-from . import rans
+from . import rans, rans_split
 from .base import BytesToBytesCodec
 
 METHOD_RAW = 0
 METHOD_ZSTD = 1
 METHOD_FILL = 2
 METHOD_RANS = rans.METHOD_RANS
-METHOD_NAMES = {METHOD_RAW: "raw", METHOD_ZSTD: "zstd", METHOD_FILL: "fill", METHOD_RANS: "rans"}
+METHOD_RANS_SPLIT = rans_split.METHOD_RANS_SPLIT
+METHOD_NAMES = {METHOD_RAW: "raw", METHOD_ZSTD: "zstd", METHOD_FILL: "fill", METHOD_RANS: "rans",
+                METHOD_RANS_SPLIT: "rans_split"}
 ZSTD_SAMPLE = 4096
 # rans is tried from this lane length on: below it a lane is a small tensor's (a bias, a norm
 # scale), where the table and the per-call cost outweigh the few bytes rans could save over zstd
 RANS_MIN_LANE = 4096
+# rans_split (k = 2) is tried on lanes that rans shrinks by less than 1/SPLIT_TRY, and taken when it
+# costs at most D/SPLIT_SLACK bytes more than rans: a quarter of the rANS symbols (the decoder's
+# and encoder's work) for at most 0.2 % of the lane (spec/codecs/rans_split.md §4)
+SPLIT_TRY = 8
+SPLIT_SLACK = 512
 
 _LANE_HEADER = struct.Struct("<BI")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -95,6 +104,9 @@ _NATIVE_LANE_ERRORS = {
     23: (CorruptPayload, "LAN-05", "raw lane {j} does not hold D bytes"),
     24: (CorruptPayload, "LAN-05", "fill lane {j} does not hold 1 byte"),
     25: (UnsupportedFeature, "LAN-04", "unknown lane method in lane {j}"),
+    27: (CorruptPayload, "RSP-01", "rans_split lane {j} is empty or its top_bits is not 1, 2 or 4"),
+    28: (CorruptPayload, "RSP-02", "rans_split lane {j} cannot hold its low bits"),
+    29: (CorruptPayload, "RSP-03", "rans_split lane {j} has padding bits set"),
 }
 _NEED_PYTHON = 26
 
@@ -130,12 +142,19 @@ class LanesCodec(BytesToBytesCodec):
         lanes = [buf[j * d:(j + 1) * d] for j in range(self.lane_count)]
         counts = [_histogram(lane) if d else None for lane in lanes]
         plans = [self._rans_plan(lane, c) for lane, c in zip(lanes, counts)]
+        splits = [self._split_plan(lane, p) for lane, p in zip(lanes, plans)]
+        plans = [(-1, p[1]) if s is not None else p for p, s in zip(plans, splits)]
         # a chunk with one rans lane gets 32 states, so that a vector decoder has 4 chains in
-        # flight (1-byte dtypes; float16, whose top mantissa plane stays raw); with two or more
+        # flight (1-byte dtypes; float16, whose top mantissa plane stays raw; float32 and
+        # bfloat16, whose top mantissa plane is rans_split, decoded on its own); with two or more
         # it decodes two lanes of 16 states together instead
         single = sum(p[0] > 0 for p in plans) == 1
         headers, bodies = [], []
-        for lane, c, plan in zip(lanes, counts, plans):
+        for lane, c, plan, sp in zip(lanes, counts, plans, splits):
+            if sp is not None:
+                headers.append(_LANE_HEADER.pack(METHOD_RANS_SPLIT, len(sp)))
+                bodies.append(sp)
+                continue
             method, body = self.encode_lane(lane, c, plan,
                                             2 * rans.ENCODER_STATES if single else None)
             headers.append(_LANE_HEADER.pack(method, len(body)))
@@ -150,6 +169,20 @@ class LanesCodec(BytesToBytesCodec):
             return -1, d
         r, est = rans.estimate(counts)
         return (r, est) if r > 0 and est < d else (-1, d)
+
+    @staticmethod
+    def _split_plan(lane: np.ndarray, plan: tuple[int, float]) -> bytes | None:
+        """The rans_split lane data when it should replace rans (module doc), else None."""
+        r, est = plan
+        d = lane.size
+        if r <= 0 or est < d * (1 - 1 / SPLIT_TRY):
+            return None
+        k = rans_split.ENCODER_TOP_BITS
+        parts = rans_split.split(lane, k)
+        if rans_split.estimate(d, k, rans_split.histogram(parts[0])) > est + d / SPLIT_SLACK:
+            return None
+        body = rans_split.encode(lane, k, parts=parts)
+        return body if len(body) < d else None
 
     def encode_lane(self, lane: np.ndarray, counts=None, plan=None, n_states=None
                     ) -> tuple[int, bytes]:
@@ -230,6 +263,8 @@ class LanesCodec(BytesToBytesCodec):
                 out[j * d:(j + 1) * d] = np.frombuffer(zstd_decode_exact(body, d), np.uint8)
             elif method == METHOD_RANS:
                 rans.decode_into(body, out[j * d:(j + 1) * d])
+            elif method == METHOD_RANS_SPLIT:
+                rans_split.decode_into(body, out[j * d:(j + 1) * d])
             else:
                 raise UnsupportedFeature(f"unknown lane method {method}", rule="LAN-04")
         return out
