@@ -68,7 +68,11 @@ def cleanup_stale_temps(path: str | os.PathLike) -> list[str]:
     return removed
 
 
-WRITE_BUFFER = 4 << 20
+# write() keeps pieces smaller than this (copied) and hands them to the OS together; larger ones
+# go out at once, uncopied
+SMALL_WRITE = 64 << 10
+PENDING_LIMIT = 1 << 20
+IOV_MAX = 1024  # Linux's limit on the buffers of one writev
 
 
 class AtomicFile:
@@ -78,25 +82,53 @@ class AtomicFile:
         cleanup_stale_temps(self.path)
         fd, self.tmp_path = tempfile.mkstemp(dir=folder, prefix=temp_prefix(self.path),
                                              suffix=".tmp")
-        # a large buffer and our own position: the writer's main thread writes a few small
-        # pieces per block while worker threads encode; each write or tell that reaches the OS
-        # releases the GIL and then waits for it (up to the 5 ms switch interval), which made
-        # writing 30 MB take 40 ms with two encoder threads
-        self.file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+        # unbuffered, with our own position and our own list of small pending pieces: the
+        # writer's main thread writes while worker threads encode, so its writes should neither
+        # hold the GIL while copying (a BufferedWriter copies every piece into its buffer under
+        # the GIL, then copies the buffer to the OS) nor release it more often than needed (each
+        # release may cost up to the 5 ms switch interval to get it back); os.writev copies a
+        # whole tensor's blocks to the OS in one call, with the GIL released
+        self.file = os.fdopen(fd, "wb", buffering=0)
+        self.fd = fd
         self.pos = 0
+        self._pending: list = []
+        self._pending_bytes = 0
         self.done = False
 
     def write(self, data) -> int:
-        n = self.file.write(data)
-        self.pos += n
+        n = memoryview(data).nbytes
+        if n < SMALL_WRITE:
+            # bytes(b) is b for bytes; anything mutable is copied, as a buffered write would
+            self._pending.append(bytes(data) if not isinstance(data, bytes) else data)
+            self._pending_bytes += n
+            self.pos += n
+            if self._pending_bytes >= PENDING_LIMIT or len(self._pending) >= IOV_MAX:
+                self.flush()
+            return n
+        self.writev([data])
         return n
+
+    def writev(self, pieces) -> int:
+        """Write the pieces (bytes-like) after whatever is pending, in as few system calls as
+        the OS allows; the pieces are not kept."""
+        bufs = self._pending + [p if type(p) is bytes else memoryview(p).cast("B") for p in pieces]
+        total = sum(len(b) for b in bufs)
+        self.pos += total - self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
+        _writev_all(self.fd, bufs)
+        return total
+
+    def flush(self) -> None:
+        if self._pending:
+            bufs, self._pending, self._pending_bytes = self._pending, [], 0
+            _writev_all(self.fd, bufs)
 
     def tell(self) -> int:
         return self.pos
 
     def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        self.flush()
+        os.fsync(self.fd)
         self.file.close()
         os.replace(self.tmp_path, self.path)
         self.done = True
@@ -122,6 +154,23 @@ class AtomicFile:
             self.commit()
         else:
             self.abort()
+
+
+def _writev_all(fd: int, bufs: list) -> None:
+    """os.writev until every byte of `bufs` is written (a write may be short; EINTR is retried
+    by Python)."""
+    i = 0
+    while i < len(bufs):
+        batch = bufs[i:i + IOV_MAX]
+        n = os.writev(fd, batch)
+        for b in batch:
+            if n >= len(b):
+                n -= len(b)
+                i += 1
+            else:  # a short write: the rest of this piece first
+                bufs[i] = memoryview(b)[n:]
+                break
+        # zero-length pieces after a complete batch are skipped by the loop above
 
 
 def fsync_dir(folder: str) -> None:

@@ -29,6 +29,14 @@ def tensor_to_raw(name: str, t) -> tuple[D.DType, tuple[int, ...], np.ndarray]:
         raise InputError(f"tensor {name!r}: dtype {t.dtype} has no wcodec dtype")
     dtype = D.by_name(FROM_TORCH[t.dtype])
     shape = tuple(t.shape)
+    # (is_contiguous ignores the strides of dimensions of size 0 or 1, a byte view does not)
+    if t.dim() and t.device.type == "cpu" and t.is_contiguous() and t.stride(-1) == 1 \
+            and t.numel() and not t.requires_grad and not t.is_conj() and not t.is_neg():
+        # the common case in as few torch calls as possible: each one releases the GIL and
+        # waits to get it back from the encoder threads that save_file keeps busy meanwhile
+        raw = t.view(torch.uint8).numpy().reshape(-1)
+        raw.flags.writeable = False
+        return dtype, shape, raw
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()

@@ -4,15 +4,17 @@ one tensor is in memory at a time; the index and footer go last. Output is atomi
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import crc32c
 import numpy as np
 
 from . import layout as L
+from . import layout_pack as P
 from .chain import Chain
 from .codecs import BytesCodec, LanesCodec, PlanesCodec
 from .dtypes import DType
@@ -63,10 +65,8 @@ def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-# compiled structs build the same bytes as the declarative ones (tests/test_structs.py), 3x faster
-_BLOCK_HEADER_C = L.BlockHeader.compile()
-_BLOCK_ENTRY_C = L.BlockEntry.compile()
-_TENSOR_RECORD_C = L.TensorRecord.compile()
+# padding up to the alignment (at most 2**MAX_ALIGNMENT_LOG2 - 1 bytes), sliced, never rebuilt
+_ZEROS = bytes(1 << MAX_ALIGNMENT_LOG2)
 
 
 def _chunk_block(args) -> tuple[bytes, bytes, int, int]:
@@ -74,12 +74,25 @@ def _chunk_block(args) -> tuple[bytes, bytes, int, int]:
     chunk's decoded bytes, §8.5). Runs on the pool."""
     chain, dtype, elements, tensor_id, stream_id, chunk_id = args
     payload = chain.encode_chunk(elements, dtype)
-    header = _BLOCK_HEADER_C.build(dict(block_type=L.BLOCK_CHUNK, block_flags=0,
-                                        tensor_id=tensor_id, stream_id=stream_id,
-                                        chunk_id=chunk_id, payload_length=len(payload)))
+    header = P.block_header(L.BLOCK_CHUNK, 0, tensor_id, stream_id, chunk_id, len(payload))
     crc = crc32c.crc32c(payload, crc32c.crc32c(header))
     content = crc32c.crc32c(np.ascontiguousarray(elements).view(np.uint8))
     return header, payload, crc, content
+
+
+def _sha256(data) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _tensor_job(digest_of, streams) -> tuple[bytes | None, list[list[tuple]]]:
+    """All of a small tensor's work in one job: (SHA-256 of `digest_of` or None, the CHUNK
+    blocks of each stream). Runs on the pool."""
+    sha = hashlib.sha256(digest_of).digest() if digest_of is not None else None
+    blocks = []
+    for chain, dtype, elements, ce, tensor_id, stream_id in streams:
+        blocks.append([_chunk_block((chain, dtype, elements[c * ce:(c + 1) * ce], tensor_id,
+                                     stream_id, c)) for c in range(-(-elements.size // ce))])
+    return sha, blocks
 
 
 class Writer:
@@ -101,7 +114,7 @@ class Writer:
         self._pipeline_bytes = pipeline_bytes
         self.alignment = 1 << options.alignment_log2
         self.metadata_entries = build_entries(metadata or {}, system=system_metadata)
-        self.blocks: list[dict] = []
+        self.blocks: list[tuple] = []  # (offset, payload_length, block_type, block_crc32c)
         self.records: list[dict] = []
         self.names: set[str] = set()
         self.progress = progress
@@ -131,15 +144,22 @@ class Writer:
         self._out.write(L.FileHeader.build(fields))
         self._pad()
 
-    def _write_block(self, header: bytes, payload, crc: int, block_type: int) -> int:
-        offset = self._out.tell()
-        self._out.write(header)
-        self._out.write(payload)
-        self._out.write(L.BlockTrailer.build(dict(block_crc32c=crc)))
-        self._pad()
-        self.blocks.append(dict(offset=offset, payload_length=len(payload), block_type=block_type,
-                                reserved=0, block_crc32c=crc))
-        return len(self.blocks) - 1
+    def _frame_blocks(self, blocks, pieces: list, pos: int) -> tuple[list[int], int]:
+        """Lay out CHUNK blocks (header, payload, crc, _) from file position `pos` on: their
+        bytes go to `pieces` (written later, in one call per tensor), their index entries to
+        self.blocks. Returns their block numbers and the position after them."""
+        refs = []
+        align = self.alignment
+        for header, payload, crc, _ in blocks:
+            refs.append(len(self.blocks))
+            self.blocks.append((pos, len(payload), L.BLOCK_CHUNK, crc))
+            pieces += (header, payload, P.BLOCK_TRAILER.pack(crc))
+            pos += L.BLOCK_OVERHEAD + len(payload)
+            gap = -pos % align
+            if gap:
+                pieces.append(_ZEROS[:gap])
+                pos += gap
+        return refs, pos
 
     # -- tensors --------------------------------------------------------------------------------
     def add(self, name: str, dtype: DType, shape, data: np.ndarray, *, kind=None,
@@ -150,7 +170,7 @@ class Writer:
             raise InputError("writer is closed")
         shape = tuple(int(d) for d in shape)
         self._check_tensor(name, shape)
-        count = int(np.prod(shape, dtype=object)) if shape else 1
+        count = math.prod(shape)
         raw = np.asarray(data).reshape(-1).view(np.uint8)
         if raw.size != count * dtype.itemsize:
             raise InputError(f"tensor {name!r}: {raw.size} bytes for {count} × {dtype.name}")
@@ -158,13 +178,22 @@ class Writer:
         elements.flags.writeable = False  # a view: the caller's array is untouched (W-WRT-03)
         kind = kind or Plain
         rec = kind.encode(dtype, shape, elements, self.options, **kind_options)
-        digest_of = raw if rec.decoded is None else rec.decoded
-        sha = self._pool.submit(lambda: hashlib.sha256(digest_of).digest()) \
-            if self.options.sha256 else None
+        digest_of = (raw if rec.decoded is None else rec.decoded) if self.options.sha256 else None
         tensor_id = len(self.records) + len(self._pending)
-        jobs = [(plan, self._submit_stream(tensor_id, stream_id, plan, plan.chain))
-                for stream_id, plan in enumerate(rec.streams)]
-        self._pending.append((name, shape, dtype, kind, rec, sha, tensor_id, jobs, raw.size))
+        if sum(plan.elements.size for plan in rec.streams) <= self.options.chunk_elements:
+            # a small tensor (most of a model's) is one job: its digest and its chunks
+            job = self._pool.submit(_tensor_job, digest_of, [
+                (plan.chain, plan.dtype, plan.elements, plan.chunk_elements, tensor_id, stream_id)
+                for stream_id, plan in enumerate(rec.streams)])
+            futures, work = [job], job
+        else:
+            # a large one: a job per chunk, so that threads share it, and one for the digest
+            sha = self._pool.submit(_sha256, digest_of) if digest_of is not None else None
+            chunks = [self._submit_stream(tensor_id, stream_id, plan, plan.chain)
+                      for stream_id, plan in enumerate(rec.streams)]
+            futures = [f for fs in chunks for f in fs] + ([sha] if sha else [])
+            work = (sha, chunks)
+        self._pending.append((name, shape, dtype, kind, rec, tensor_id, futures, work, raw.size))
         self._inflight += raw.size
         self.names.add(name)
         self._drain(self._pipeline_bytes if self._pipeline_bytes > 0 else -1)
@@ -177,47 +206,65 @@ class Writer:
 
     def _drain(self, limit: int) -> None:
         """Write pending tensors in order: every one while more than `limit` bytes are in
-        flight, then those whose chunks are all done."""
+        flight, then those whose jobs are all done."""
         while self._pending:
             head = self._pending[0]
-            if self._inflight <= limit and not all(f.done() for _, fs in head[7] for f in fs):
+            if self._inflight <= limit and not all(f.done() for f in head[6]):
                 return
             self._pending.popleft()
             self._inflight -= head[8]
             self._write_record(*head[:8])
 
-    def _write_record(self, name, shape, dtype, kind, rec, sha, tensor_id, jobs) -> None:
-        streams = [self._write_stream(tensor_id, stream_id, plan, futures)
-                   for stream_id, (plan, futures) in enumerate(jobs)]
+    def _write_record(self, name, shape, dtype, kind, rec, tensor_id, futures, work) -> None:
+        # one wait for all the tensor's jobs rather than one wake-up per chunk: each wake-up
+        # makes this thread take the GIL from the encoder threads and give it back
+        wait(futures)
+        if isinstance(work, tuple):
+            sha, chunks = work
+            sha = sha.result() if sha else None
+            blocks = [[f.result() for f in fs] for fs in chunks]
+        else:
+            sha, blocks = work.result()
+        pieces: list = []
+        done: list[int] = []  # bytes of input per chunk, for progress
+        pos = self._out.tell()
+        streams = []
+        for stream_id, (plan, bs) in enumerate(zip(rec.streams, blocks)):
+            stream, pos = self._write_stream(tensor_id, stream_id, plan, bs, pieces, pos, done)
+            streams.append(stream)
+        self._out.writev(pieces)
+        if self.progress:
+            for n in done:
+                self.progress(n)
         flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0) \
             | (L.FLAG_HAS_CHUNK_CRC32C if self.options.chunk_crc32c else 0)
+        name_bytes = name.encode("utf-8")
         self.records.append(dict(
-            name_length=len(name.encode("utf-8")), name=name.encode("utf-8"), dtype=dtype.code,
+            name_length=len(name_bytes), name=name_bytes, dtype=dtype.code,
             record_kind=kind.kind_id, record_flags=flags, rank=len(shape), shape=list(shape),
-            sha256=sha.result() if sha else None, error=rec.error,
+            sha256=sha, error=rec.error,
             params_length=len(rec.params), params=rec.params, stream_count=len(streams),
             streams=streams))
 
-    def _write_stream(self, tensor_id: int, stream_id: int, plan, futures) -> dict:
+    def _write_stream(self, tensor_id: int, stream_id: int, plan, blocks: list, pieces: list,
+                      pos: int, done: list) -> tuple[dict, int]:
         n, ce = plan.elements.size, plan.chunk_elements
-        count = len(futures)
+        count = len(blocks)
         chain = plan.chain
-        blocks = [f.result() for f in futures]
         # "raw where that is smaller": a stream that the chain does not shrink is stored as is
         if not isinstance(chain.array_to_bytes, BytesCodec) and \
                 sum(len(b[1]) for b in blocks) >= n * plan.dtype.itemsize:
             chain = Chain(BytesCodec(), None)
             blocks = [f.result() for f in self._submit_stream(tensor_id, stream_id, plan, chain)]
-        refs = []
-        for c, (header, payload, crc, _) in enumerate(blocks):
-            refs.append(self._write_block(header, payload, crc, L.BLOCK_CHUNK))
-            if self.progress:
-                self.progress(min(ce, n - c * ce) * plan.dtype.itemsize)
+        refs, pos = self._frame_blocks(blocks, pieces, pos)
+        if self.progress:
+            done += [min(ce, n - c * ce) * plan.dtype.itemsize for c in range(count)]
         specs = chain.to_specs()
         return dict(stream_dtype=plan.dtype.code, stream_rank=len(plan.shape),
                     stream_shape=list(plan.shape), chunk_elements=ce, codec_count=len(specs),
                     codecs=specs, chunk_count=count, chunk_blocks=refs,
-                    chunk_crc32c=[b[3] for b in blocks] if self.options.chunk_crc32c else None)
+                    chunk_crc32c=[b[3] for b in blocks] if self.options.chunk_crc32c else None
+                    ), pos
 
     def _check_tensor(self, name, shape) -> None:
         if not isinstance(name, str):
@@ -262,9 +309,10 @@ class Writer:
         parts = [L.IndexHeader.build(dict(tensor_count=len(self.records),
                                           block_count=len(self.blocks),
                                           metadata_count=len(self.metadata_entries), reserved=0))]
-        parts += [_BLOCK_ENTRY_C.build(b) for b in self.blocks]
+        parts += [P.BLOCK_ENTRY.pack(off, length, btype, 0, crc)
+                  for off, length, btype, crc in self.blocks]
         parts += [L.MetadataEntry.build(m) for m in self.metadata_entries]
-        parts += [_TENSOR_RECORD_C.build(r) for r in self.records]
+        parts += [P.tensor_record(r) for r in self.records]
         return b"".join(parts)
 
     def abort(self) -> None:
