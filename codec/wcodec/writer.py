@@ -191,7 +191,7 @@ class Writer:
             sha = self._pool.submit(_sha256, digest_of) if digest_of is not None else None
             chunks = [self._submit_stream(tensor_id, stream_id, plan, plan.chain)
                       for stream_id, plan in enumerate(rec.streams)]
-            futures = [f for fs in chunks for f in fs] + ([sha] if sha else [])
+            futures = ([sha] if sha else []) + [f for fs in chunks for f in fs]  # submit order
             work = (sha, chunks)
         self._pending.append((name, shape, dtype, kind, rec, tensor_id, futures, work, raw.size))
         self._inflight += raw.size
@@ -200,7 +200,8 @@ class Writer:
 
     def _submit_stream(self, tensor_id: int, stream_id: int, plan, chain) -> list:
         n, ce = plan.elements.size, plan.chunk_elements
-        return [self._pool.submit(_chunk_block, (chain, plan.dtype, plan.elements[c * ce:(c + 1) * ce],
+        el = plan.elements
+        return [self._pool.submit(_chunk_block, (chain, plan.dtype, el[c * ce:(c + 1) * ce],
                                                  tensor_id, stream_id, c))
                 for c in range(-(-n // ce))]
 
@@ -209,7 +210,8 @@ class Writer:
         flight, then those whose jobs are all done."""
         while self._pending:
             head = self._pending[0]
-            if self._inflight <= limit and not all(f.done() for f in head[6]):
+            # newest first: a tensor's last job is the one most likely still running
+            if self._inflight <= limit and not all(f.done() for f in reversed(head[6])):
                 return
             self._pending.popleft()
             self._inflight -= head[8]
