@@ -142,3 +142,14 @@ def test_small_and_large_tensors_round_trip(tmp_path, threads):
             assert tuple(shape) == a.shape
             assert bytes(raw) == a.tobytes()
             assert r.info(name).sha256 == hashlib.sha256(a.tobytes()).digest()
+
+
+def test_profile_encode_smoke(tmp_path, capsys):
+    import torch
+    from tools import profile_encode
+    p = tmp_path / "m.pt"
+    torch.save({"a": torch.randn(70_000).to(torch.bfloat16), "b": torch.randn(3000)}, p)
+    assert profile_encode.main([str(p), "--rounds", "1", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pool work alone" in out and "save_file threads=2" in out
+    assert sorted(os.listdir(tmp_path)) == ["m.pt"]  # its output file removed
