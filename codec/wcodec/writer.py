@@ -116,6 +116,7 @@ class Writer:
         self.metadata_entries = build_entries(metadata or {}, system=system_metadata)
         self.blocks: list[tuple] = []  # (offset, payload_length, block_type, block_crc32c)
         self.records: list[dict] = []
+        self._record_bytes: list[bytes] = []  # each record packed as its tensor is written
         self.names: set[str] = set()
         self.progress = progress
         self._pool = ThreadPoolExecutor(max_workers=options.threads or default_threads())
@@ -241,12 +242,15 @@ class Writer:
         flags = (L.FLAG_HAS_SHA256 if sha else 0) | (L.FLAG_LOSSY if rec.lossy else 0) \
             | (L.FLAG_HAS_CHUNK_CRC32C if self.options.chunk_crc32c else 0)
         name_bytes = name.encode("utf-8")
-        self.records.append(dict(
+        record = dict(
             name_length=len(name_bytes), name=name_bytes, dtype=dtype.code,
             record_kind=kind.kind_id, record_flags=flags, rank=len(shape), shape=list(shape),
             sha256=sha, error=rec.error,
             params_length=len(rec.params), params=rec.params, stream_count=len(streams),
-            streams=streams))
+            streams=streams)
+        self.records.append(record)
+        # packed now, while the pool still works, rather than in close() after the last chunk
+        self._record_bytes.append(P.tensor_record(record))
 
     def _write_stream(self, tensor_id: int, stream_id: int, plan, blocks: list, pieces: list,
                       pos: int, done: list) -> tuple[dict, int]:
@@ -314,7 +318,7 @@ class Writer:
         parts += [P.BLOCK_ENTRY.pack(off, length, btype, 0, crc)
                   for off, length, btype, crc in self.blocks]
         parts += [L.MetadataEntry.build(m) for m in self.metadata_entries]
-        parts += [P.tensor_record(r) for r in self.records]
+        parts += self._record_bytes
         return b"".join(parts)
 
     def abort(self) -> None:
