@@ -21,6 +21,7 @@ import numpy as np
 from . import dtypes as D
 from . import fastpath
 from . import layout as L
+from . import layout_parse as LP
 from .chain import Chain
 from .errors import (
     BadMagic,
@@ -58,18 +59,17 @@ _MIN_TENSOR_RECORD = 8
 _HEADER_C = L.FileHeader.compile()
 _BLOCK_HEADER_C = L.BlockHeader.compile()
 _FOOTER_C = L.Footer.compile()
-_BLOCK_ENTRY_C = L.BlockEntry.compile()
-# the same structs, compiled: 4x faster on an index of many records; any failure is re-parsed by
-# the declarative structs, so errors are theirs (see _parse_records)
-_METADATA_ENTRY_C = L.MetadataEntry.compile()
-_TENSOR_RECORD_C = L.TensorRecord.compile()
-
-
-# zero bytes after the INDEX payload for the compiled parse: construct's compiled Bytes fields
-# read with a bare read(n), which would silently return a short field at the end of the payload
-# (conformance vector x_IDX-03_value_past_end); over the padding a structure that runs past the
-# end shows up as a position beyond it instead (see _parse_index)
-_PARSE_PAD = 64
+_BLOCK_ENTRY_C = L.BlockEntry.compile()  # salvage.py parses block entries one by one with it
+# the block table as one numpy record array (its dtype is derived from L.BlockEntry), and the
+# metadata entries and tensor records by parsers generated from layout.py (layout_parse.py): an
+# index of a hundred tensors parses several times faster than with construct's compiled structs.
+# Any failure is re-parsed by the declarative structs, so errors are theirs (see _parse_index)
+_BLOCK_ENTRY_DT = LP.numpy_dtype(L.BlockEntry)
+_BLOCK_ENTRY_FIELDS = tuple(_BLOCK_ENTRY_DT.names)
+_PARSE_METADATA = LP.generate(L.MetadataEntry)
+_PARSE_RECORDS = LP.generate(L.TensorRecord)
+# block types that are required (bit 15) and unknown: BLK-02
+_KNOWN_TYPES = np.array(sorted(L.KNOWN_BLOCK_TYPES), dtype=np.uint16)
 
 
 def element_count(shape, itemsize: int, limit: int, *, tensor: str | None = None) -> int:
@@ -251,21 +251,21 @@ class Reader:
                               rule="LAY-04")
         try:
             pos = L.INDEX_HEADER_SIZE
-            self.blocks = [_BLOCK_ENTRY_C.parse(payload[pos + i * 24:pos + i * 24 + 24])
-                           for i in range(ih.block_count)]
+            # the block entries fit (IDX-04 above): one record array, then the same Containers
+            # construct's BlockEntry gives, for the code that reads self.blocks[b].offset
+            table = np.frombuffer(payload, dtype=_BLOCK_ENTRY_DT, count=ih.block_count,
+                                  offset=pos)
+            self.blocks = [construct.Container(zip(_BLOCK_ENTRY_FIELDS, row))
+                           for row in table.tolist()]
+            self._block_table = (table, self.blocks)  # for _check_layout
             start = pos + ih.block_count * L.BLOCK_ENTRY_SIZE
             try:
-                # the payload plus _PARSE_PAD zeros; a parse that ends past the payload (or
-                # fails) is redone by the declarative structs, which name the error
-                fast = io.BytesIO(bytes(payload) + bytes(_PARSE_PAD))
-                fast.seek(start)
-                raw_meta = [_METADATA_ENTRY_C.parse_stream(fast)
-                            for _ in range(ih.metadata_count)]
-                raw_records = [_TENSOR_RECORD_C.parse_stream(fast)
-                               for _ in range(ih.tensor_count)]
-                if fast.tell() > len(payload):
-                    raise ValueError("past the end of the payload")
-                stream.seek(fast.tell())
+                # generated parsers check every read against the end of the payload; anything
+                # that fails is redone by the declarative structs, which name the error
+                payload = bytes(payload)
+                raw_meta, end = _PARSE_METADATA(payload, start, ih.metadata_count)
+                raw_records, end = _PARSE_RECORDS(payload, end, ih.tensor_count)
+                stream.seek(end)
             except Exception:  # noqa: BLE001 - the declarative parse below says what is wrong
                 stream.seek(start)
                 raw_meta = [L.MetadataEntry.parse_stream(stream)
@@ -301,8 +301,42 @@ class Reader:
         pad_end = L.align_up(end, A)
         if pad_end > self.index_offset:
             raise LayoutError("index block overlaps the header padding", rule="LAY-02")
-        if any(data[end:pad_end]):
+        if data[end:pad_end] != bytes(pad_end - end):
             raise LayoutError("padding after the file header is not zero", rule="LAY-03")
+        end = self._layout_end()
+        if end is None:  # some block fails a check: the loop below says which and how
+            end = self._check_layout_blocks()
+        if self.index_offset != L.align_up(end, A):
+            raise LayoutError(f"index starts at {self.index_offset}, expected "
+                              f"{L.align_up(end, A)}", rule="LAY-02")
+
+    def _layout_end(self) -> int | None:
+        """The block checks of _check_layout_blocks over the whole table at once (numpy): the end
+        of the last block when every block passes, None when any fails."""
+        t, listed = getattr(self, "_block_table", (None, None))
+        if listed is not self.blocks:  # self.blocks did not come from _parse_index's table
+            return None
+        if not len(t):
+            return L.HEADER_SIZE
+        A, limit = self.alignment, self.index_offset
+        off, length, kind = t["offset"], t["payload_length"], t["block_type"]
+        # every offset and length at most the index offset (< the file size), so the sums
+        # below fit in int64
+        if int(off.max()) > limit or int(length.max()) > limit:
+            return None
+        off = off.astype(np.int64)
+        ends = off + L.BLOCK_OVERHEAD + length.astype(np.int64)
+        starts = np.empty_like(ends)
+        starts[0] = L.HEADER_SIZE
+        starts[1:] = ends[:-1]
+        starts = (starts + (A - 1)) // A * A  # L.align_up
+        bad = ((t["reserved"] != 0) | (kind == L.BLOCK_INDEX)
+               | (((kind & L.REQUIRED_BIT) != 0) & ~np.isin(kind, _KNOWN_TYPES))
+               | (off != starts) | (ends > limit))
+        return None if bad.any() else int(ends[-1])
+
+    def _check_layout_blocks(self) -> int:
+        A, end = self.alignment, L.HEADER_SIZE
         for i, b in enumerate(self.blocks):
             if b.reserved:
                 raise MalformedRecord("BlockEntry reserved field is not zero", rule="RSV-01",
@@ -320,9 +354,7 @@ class Reader:
             if end > self.index_offset:
                 raise LayoutError("block runs into the index or past the file", rule="LAY-04",
                                   block=i)
-        if self.index_offset != L.align_up(end, A):
-            raise LayoutError(f"index starts at {self.index_offset}, expected "
-                              f"{L.align_up(end, A)}", rule="LAY-02")
+        return end
 
     def _check_records(self) -> None:
         self.tensors: dict[str, TensorInfo] = {}
@@ -330,9 +362,15 @@ class Reader:
         for t, r in enumerate(self._raw_records):
             info = self._check_record(t, r, owner)
             self.tensors[info.name] = info
-        for i, b in enumerate(self.blocks):
-            if b.block_type == L.BLOCK_CHUNK and i not in owner:
-                raise LayoutError("CHUNK block is named by no tensor", rule="REC-07", block=i)
+        t, listed = getattr(self, "_block_table", (None, None))
+        if listed is self.blocks and len(owner) == int(np.count_nonzero(
+                t["block_type"] == L.BLOCK_CHUNK)):
+            pass  # every owned block is a distinct CHUNK block (REC-07): all of them are owned
+        else:
+            for i, b in enumerate(self.blocks):
+                if b['block_type'] == L.BLOCK_CHUNK and i not in owner:
+                    raise LayoutError("CHUNK block is named by no tensor", rule="REC-07",
+                                      block=i)
         self._owner = owner
 
     def _check_record(self, t: int, r, owner: dict) -> TensorInfo:
@@ -349,7 +387,8 @@ class Reader:
         if name in getattr(self, "tensors", ()):
             raise MalformedRecord(f"tensor name {name!r} appears twice", rule="REC-01")
         dtype = D.by_code(r['dtype'])
-        if r['record_flags'] & ~L.KNOWN_RECORD_FLAGS:
+        flags = r['record_flags']
+        if flags & ~L.KNOWN_RECORD_FLAGS:
             raise MalformedRecord("reserved record_flags bits set", rule="RSV-01", tensor=name)
         kind = record_class(r['record_kind'])
         if r['rank'] > MAX_RANK:
@@ -359,53 +398,61 @@ class Reader:
             raise LimitExceeded("params_length > 1 MiB", rule="REC-05", tensor=name)
         if not 1 <= r['stream_count'] <= MAX_STREAMS:
             raise LimitExceeded(f"stream_count {r['stream_count']}", rule="REC-05", tensor=name)
+        blocks, chains = self.blocks, self._chains
+        n_blocks, stored = len(blocks), 0
         streams = []
         for s_id, s in enumerate(r['streams']):
             sd = D.by_code(s['stream_dtype'])
             if s['stream_rank'] > MAX_RANK:
                 raise LimitExceeded(f"stream rank {s['stream_rank']}", rule="REC-05", tensor=name)
             sn = element_count(s['stream_shape'], sd.itemsize, lim.max_tensor_bytes, tensor=name)
-            if not 1 <= s['chunk_elements'] <= MAX_CHUNK_ELEMENTS:
-                raise LimitExceeded(f"chunk_elements {s['chunk_elements']}", rule="REC-05",
-                                    tensor=name)
+            ce = s['chunk_elements']
+            if not 1 <= ce <= MAX_CHUNK_ELEMENTS:
+                raise LimitExceeded(f"chunk_elements {ce}", rule="REC-05", tensor=name)
             if not 1 <= s['codec_count'] <= MAX_CODECS:
                 raise LimitExceeded(f"codec_count {s['codec_count']}", rule="REC-05", tensor=name)
-            if any(c['config_length'] > MAX_CONFIG_LENGTH for c in s['codecs']):
-                raise LimitExceeded("codec config over 1024 bytes", rule="REC-05", tensor=name)
-            if s['chunk_count'] != -(-sn // s['chunk_elements']):
+            codecs = s['codecs']
+            key = []
+            for c in codecs:
+                if c['config_length'] > MAX_CONFIG_LENGTH:
+                    raise LimitExceeded("codec config over 1024 bytes", rule="REC-05",
+                                        tensor=name)
+                key.append((c['codec_id'], bytes(c['config'])))
+            if s['chunk_count'] != -(-sn // ce):
                 raise MalformedRecord(f"stream {s_id}: {s['chunk_count']} chunks for {sn} "
-                                      f"elements of {s['chunk_elements']}", rule="REC-06",
-                                      tensor=name)
-            key = tuple((c['codec_id'], bytes(c['config'])) for c in s['codecs'])
-            chain = self._chains.get(key)
+                                      f"elements of {ce}", rule="REC-06", tensor=name)
+            key = tuple(key)
+            chain = chains.get(key)
             if chain is None:  # most streams of a file share a chain: build each one once
                 try:
-                    chain = Chain.from_specs(s['codecs'])
+                    chain = Chain.from_specs(codecs)
                 except FormatError as e:
                     e.tensor = name
                     raise
-                self._chains[key] = chain
-            for c, b in enumerate(s['chunk_blocks']):
-                if b >= len(self.blocks) or self.blocks[b]['block_type'] != L.BLOCK_CHUNK:
+                chains[key] = chain
+            chunk_blocks = list(s['chunk_blocks'])
+            for c, b in enumerate(chunk_blocks):
+                e = blocks[b] if b < n_blocks else None
+                if e is None or e['block_type'] != L.BLOCK_CHUNK:
                     raise LayoutError(f"stream {s_id} chunk {c} names block {b}, not a "
                                       "CHUNK block", rule="REC-07", tensor=name)
                 if b in owner:
                     raise LayoutError(f"block {b} is named by two chunks", rule="REC-07",
                                       tensor=name)
                 owner[b] = (t, s_id, c)
+                stored += e['payload_length']
             crcs = s['chunk_crc32c']
-            streams.append(StreamInfo(sd, tuple(s['stream_shape']), sn, s['chunk_elements'],
-                                      chain, list(s['chunk_blocks']),
+            streams.append(StreamInfo(sd, tuple(s['stream_shape']), sn, ce, chain, chunk_blocks,
                                       list(crcs) if crcs is not None else None))
         kind.check(r, name)
-        stored = sum(self.blocks[b]['payload_length'] for s in streams for b in s.chunk_blocks)
+        error = r['error']
         return TensorInfo(
             index=t, name=name, dtype=dtype, shape=tuple(r['shape']), elements=n,
             record_kind=r['record_kind'], kind_name=kind.name, sha256=r['sha256'],
-            lossy=bool(r['record_flags'] & L.FLAG_LOSSY),
-            error=dict(r['error']) if r['error'] is not None else None, params=r['params'],
+            lossy=bool(flags & L.FLAG_LOSSY),
+            error=dict(error) if error is not None else None, params=r['params'],
             streams=streams, stored_bytes=stored, record=r,
-            chunk_crcs=bool(r['record_flags'] & L.FLAG_HAS_CHUNK_CRC32C))
+            chunk_crcs=bool(flags & L.FLAG_HAS_CHUNK_CRC32C))
 
     # -- reading tensors -------------------------------------------------------------------------
     def keys(self) -> list[str]:

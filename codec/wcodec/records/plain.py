@@ -19,11 +19,13 @@ class Plain(RecordKind):
 
     @classmethod
     def check(cls, record, name):
-        s = record.streams
-        if (record.params_length != 0 or record.stream_count != 1
-                or record.record_flags & 0x02
-                or s[0].stream_dtype != record.dtype
-                or list(s[0].stream_shape) != list(record.shape)):
+        # fields as record['x']: a Container's attribute access is a Python call, and this runs
+        # for every tensor of a file when it is opened
+        s = record['streams']
+        if (record['params_length'] != 0 or record['stream_count'] != 1
+                or record['record_flags'] & 0x02
+                or s[0]['stream_dtype'] != record['dtype']
+                or list(s[0]['stream_shape']) != list(record['shape'])):
             raise MalformedRecord("a plain record has no params, one stream of the tensor's "
                                   "dtype and shape, and is not lossy", rule="PLN-01", tensor=name)
 
