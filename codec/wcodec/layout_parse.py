@@ -53,10 +53,14 @@ def numpy_dtype(struct_: construct.Struct) -> np.dtype:
     return dt
 
 
+# arrays of up to this many numbers keep their Struct (a hostile index cannot grow the cache)
+_CACHED_LENGTHS = 64
+
+
 class _Gen:
     def __init__(self):
         self.ns = {"Container": Container, "ListContainer": ListContainer,
-                   "unpack_from": struct.unpack_from, "len": len, "range": range}
+                   "Struct": struct.Struct, "len": len, "range": range}
         self.funcs: dict[int, str] = {}  # id(struct) -> function name
         self.src: list[str] = []
         self.n = 0
@@ -84,7 +88,7 @@ class _Gen:
             return self.funcs[id(st)]
         name = f"parse_{len(self.funcs)}"
         self.funcs[id(st)] = name
-        body = ["    this = Container()", "    end = len(buf)"]
+        body = ["    this = Container()"]
         run: list[tuple[str, str]] = []  # consecutive number fields, read in one call
 
         def flush():
@@ -108,7 +112,7 @@ class _Gen:
             body += self.value(inner, f"this[{sc.name!r}]", "    ")
         flush()
         body.append("    return this, pos")
-        self.src.append(f"def {name}(buf, pos, parent):\n" + "\n".join(body) + "\n")
+        self.src.append(f"def {name}(buf, pos, end, parent):\n" + "\n".join(body) + "\n")
         return name
 
     def value(self, sub, target: str, ind: str) -> list[str]:
@@ -126,10 +130,18 @@ class _Gen:
             count = self.expr(sub.count)
             el = sub.subcon
             if isinstance(el, construct.FormatField):
+                # one unpack for the array; the Struct of each short length kept (building one
+                # from its format string costs more than the unpack)
                 code, size = _field_code(el), el.length
+                cache = self.const({}, "A")
                 return [f"{ind}n = {count}",
                         f"{ind}if n < 0 or pos + n * {size} > end:", f"{ind}    raise EOFError",
-                        f"{ind}{target} = ListContainer(unpack_from('<%d{code}' % n, buf, pos))",
+                        f"{ind}s = {cache}.get(n)",
+                        f"{ind}if s is None:",
+                        f"{ind}    s = Struct('<%d{code}' % n)",
+                        f"{ind}    if n <= {_CACHED_LENGTHS}:",
+                        f"{ind}        {cache}[n] = s",
+                        f"{ind}{target} = ListContainer(s.unpack_from(buf, pos))",
                         f"{ind}pos += n * {size}"]
             if isinstance(el, construct.Struct):
                 f = self.struct_func(el)
@@ -137,12 +149,12 @@ class _Gen:
                         f"{ind}if n < 0 or n > end - pos:", f"{ind}    raise EOFError",
                         f"{ind}lst = ListContainer()",
                         f"{ind}for _ in range(n):",
-                        f"{ind}    o, pos = {f}(buf, pos, this)",
+                        f"{ind}    o, pos = {f}(buf, pos, end, this)",
                         f"{ind}    lst.append(o)",
                         f"{ind}{target} = lst"]
             raise NotImplementedError(f"array of {el!r}")
         if isinstance(sub, construct.Struct):
-            return [f"{ind}{target}, pos = {self.struct_func(sub)}(buf, pos, this)"]
+            return [f"{ind}{target}, pos = {self.struct_func(sub)}(buf, pos, end, this)"]
         if isinstance(sub, construct.IfThenElse):
             if sub.elsesubcon is not construct.Pass:
                 raise NotImplementedError("IfThenElse with an else")
@@ -161,9 +173,9 @@ def generate(struct_: construct.Struct):
     top = g.struct_func(struct_)
     src = "\n".join(g.src) + (
         "def parse(buf, pos, count, parent=None):\n"
-        "    out = []\n"
+        "    out, end = [], len(buf)\n"
         "    for _ in range(count):\n"
-        f"        o, pos = {top}(buf, pos, parent)\n"
+        f"        o, pos = {top}(buf, pos, end, parent)\n"
         "        out.append(o)\n"
         "    return out, pos\n")
     code = compile(src, f"<layout_parse {struct_.name or 'struct'}>", "exec")
