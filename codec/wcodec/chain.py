@@ -48,6 +48,10 @@ class Chain:
         return out
 
     def encode_chunk(self, elements: np.ndarray, dtype: DType) -> bytes:
+        from . import fastpath
+        fast = fastpath.encode_chunk(self, elements, dtype)  # planes > lanes: one native call
+        if fast is not None:
+            return fast
         data = self.array_to_bytes.encode(elements, dtype)
         if self.bytes_to_bytes is not None:
             return self.bytes_to_bytes.encode(memoryview(data).cast("B"))

@@ -97,3 +97,44 @@ def split(sizes: list[int], parts: int) -> list[list[int]]:
         groups[g].append(k)
         load[g] += sizes[k]
     return [sorted(g) for g in groups if g]
+
+
+# -- encoder side -----------------------------------------------------------------------------------
+def encode_chunk(chain, elements: np.ndarray, dtype) -> bytes | None:
+    """The CHUNK payload of `elements` through a `planes > lanes(itemsize)` chain in one native
+    call (_crans.c encode_chunk: the decisions and bytes of lanes.py, without the GIL), or None
+    when the chain is another, the C kernels are missing, or the chunk needs lanes.py (lanes of
+    16 KiB or less, lanes whose sample has repeats for zstd)."""
+    native = rans.native
+    if native is None or not hasattr(native, "encode_chunk"):
+        return None
+    shape = native_shape(chain, dtype)
+    if shape is None:
+        return None
+    _, size, rotate = shape
+    k = elements.shape[0]
+    if k <= 4 * 4096:
+        return None
+    out, scratch = _encode_buffers(size, k)
+    zcost = np.empty(size, np.int64)
+    elements = np.ascontiguousarray(elements)
+    n = native.encode_chunk(elements, size, rotate, out, scratch, zcost)
+    if n < 0:
+        return None
+    for j in np.flatnonzero(zcost >= 0):  # lanes.py's zstd sample trial (LanesCodec._zstd_may_win)
+        lane = elements.view(np.uint8) if size == 1 else scratch[j * k:(j + 1) * k]
+        if LanesCodec.zstd_sample_wins(lane, int(zcost[j]), chain.bytes_to_bytes.level):
+            return None  # zstd may win this lane: lanes.py decides the whole chunk
+    return out[:n].tobytes()
+
+
+def _encode_buffers(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's output and scratch space for encode_chunk, kept between chunks."""
+    need_out, need_scratch = 5 * size + size * k, size * 2 * k + 3 * k + 8192
+    o = getattr(_local, "enc_out", None)
+    if o is None or o.size < need_out:
+        o = _local.enc_out = np.empty(need_out, np.uint8)
+    s = getattr(_local, "enc_scratch", None)
+    if s is None or s.size < need_scratch:
+        s = _local.enc_scratch = np.empty(need_scratch, np.uint8)
+    return o, s

@@ -17,6 +17,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -810,13 +811,9 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
 /* repeats(buf) -> how many positions start a 6-byte string seen earlier (one hash slot per
  * value, so a lower bound). zstd can beat an order-0 coder only through such repeats; lanes.py
  * skips its zstd trial on lanes that have almost none (every weight plane). */
-static PyObject *py_repeats(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
-    size_t n = (size_t)buf.len, hits = 0;
-    const uint8_t *b = buf.buf;
+static size_t repeats_c(const uint8_t *b, size_t n) {
+    size_t hits = 0;
     if (n > 65535) n = 65535;  /* positions + 1 fit in 16 bits; a sample is enough */
-    Py_BEGIN_ALLOW_THREADS
     uint16_t seen[1 << 12];
     memset(seen, 0, sizeof seen);
     const uint64_t mask = 0xFFFFFFFFFFFFull;
@@ -833,6 +830,15 @@ static PyObject *py_repeats(PyObject *self, PyObject *args) {
         }
         seen[h] = (uint16_t)(i + 1);
     }
+    return hits;
+}
+
+static PyObject *py_repeats(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    size_t hits;
+    Py_BEGIN_ALLOW_THREADS
+    hits = repeats_c(buf.buf, (size_t)buf.len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
     return PyLong_FromSize_t(hits);
@@ -1173,6 +1179,303 @@ static PyObject *py_split_pack(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- whole chunks, encoder side: the lanes payload of a `planes > lanes(itemsize)` chunk ----------- */
+/* Why: per lane, the Python encoder (lanes.py) made a histogram call, a numba scale search, a
+ * numba normalization, the table packing and the rANS call, with the GIL held in between: on
+ * MiniLM bf16 that was ~100 of ~240 ms of CPU per save. encode_chunk does the same decisions with
+ * the same arithmetic in one call without the GIL, planes and histograms in one pass. It gives
+ * the bytes lanes.py gives (tests/test_encode_native.py compares them), hands chunks with lanes of
+ * 16 KiB or less back to Python, and leaves lanes.py's zstd sample trial (lanes whose sample has
+ * repeats) to the caller. */
+#define ENC_SCALE_LO 10       /* rans.ENCODER_SCALES */
+#define ENC_SCALE_HI 12
+#define ENC_STATES 16         /* rans.ENCODER_STATES */
+#define ENC_RANS_MIN_LANE 4096
+#define ENC_ZSTD_SAMPLE 4096
+#define ENC_SPLIT_TRY 8       /* lanes.SPLIT_TRY, SPLIT_SLACK */
+#define ENC_SPLIT_SLACK 512
+#define ENC_SPLIT_K 2         /* rans_split.ENCODER_TOP_BITS, ENCODER_STATES */
+#define ENC_SPLIT_STATES 16
+
+/* _kernels.normalize, step for step (the float64 arithmetic included). 0 if infeasible. */
+static int normalize_c(const uint64_t *counts, unsigned R, int64_t *f) {
+    const int64_t m = (int64_t)1 << R;
+    int64_t n = 0, tot = 0, present = 0;
+    double rem[256], key[256];
+    for (unsigned s = 0; s < 256; s++) n += (int64_t)counts[s];
+    for (unsigned s = 0; s < 256; s++) {
+        f[s] = 0;
+        rem[s] = 0.0;
+        if (counts[s] > 0) {
+            present++;
+            double q = (double)((int64_t)counts[s] * m) / (double)n;
+            int64_t v = (int64_t)q;
+            rem[s] = q - (double)v;
+            if (v < 1) { v = 1; rem[s] = -1.0; }
+            f[s] = v;
+            tot += v;
+        }
+    }
+    if (present > m || n == 0) return 0;
+    if (tot < m) {
+        int order[256];
+        for (int s = 0; s < 256; s++) { order[s] = s; key[s] = -rem[s]; }
+        /* the stable order of np.argsort(-rem, kind="stable"): insertion sort (256 items) */
+        for (int i = 1; i < 256; i++) {
+            int s = order[i], j = i - 1;
+            while (j >= 0 && key[order[j]] > key[s]) { order[j + 1] = order[j]; j--; }
+            order[j + 1] = s;
+        }
+        int64_t k = 0;
+        while (tot < m) {
+            int s = order[k % 256];
+            if (counts[s] > 0) { f[s]++; tot++; }
+            k++;
+        }
+    }
+    while (tot > m) {
+        int best = -1;
+        double loss = 1e300;
+        for (int s = 0; s < 256; s++) {
+            if (f[s] > 1) {
+                double c = (double)counts[s] / ((double)f[s] - 0.5);
+                if (c < loss) { loss = c; best = s; }
+            }
+        }
+        f[best]--;
+        tot--;
+    }
+    return 1;
+}
+
+typedef struct { unsigned a, b, w, base; size_t t; } layout_t;
+
+static layout_t table_layout_c(const int64_t *f) {
+    layout_t L;
+    unsigned a = 0, b = 255;
+    while (f[a] == 0) a++;
+    while (f[b] == 0) b--;
+    int64_t lo = f[a], hi = f[a];
+    for (unsigned s = a; s <= b; s++) { if (f[s] < lo) lo = f[s]; if (f[s] > hi) hi = f[s]; }
+    int64_t base = lo > 0 ? lo : 0, span = hi - base;
+    unsigned w = 1;
+    while (((int64_t)1 << w) <= span) w++;
+    L.a = a; L.b = b; L.w = w; L.base = (unsigned)base;
+    L.t = ((size_t)(b - a + 1) * w + 7) / 8;
+    return L;
+}
+
+static double code_bits_c(const uint64_t *counts, const int64_t *f, unsigned R) {
+    double bits = 0.0;
+    for (unsigned s = 0; s < 256; s++)
+        if (counts[s] > 0) bits += (double)counts[s] * ((double)R - log2((double)f[s]));
+    return bits;
+}
+
+/* _kernels.choose_scale(counts, 10, 12, 16): *r = -1 when no scale fits */
+static double choose_scale_c(const uint64_t *counts, int *r) {
+    double best = 1e300;
+    int64_t f[256];
+    *r = -1;
+    for (unsigned R = ENC_SCALE_LO; R <= ENC_SCALE_HI; R++) {
+        if (!normalize_c(counts, R, f)) continue;
+        layout_t L = table_layout_c(f);
+        double size = (double)(7 + (int64_t)L.t + 4 * ENC_STATES) + code_bits_c(counts, f, R) / 8 + 2;
+        if (size < best) { best = size; *r = (int)R; }
+    }
+    return best;
+}
+
+/* rans.encode(lane, counts, R, N) into `out` (room for the table, the states and 2 (d + 8) bytes
+ * of words); returns the lane data's length, or 0 if normalization fails (it cannot: R came from
+ * choose_scale_c on the same counts). */
+static size_t rans_encode_c(const uint8_t *lane, size_t d, const uint64_t *counts, unsigned R,
+                            unsigned N, uint8_t *out, size_t cap) {
+    int64_t f[256];
+    if (!normalize_c(counts, R, f)) return 0;
+    layout_t L = table_layout_c(f);
+    uint8_t *o = out;
+    o[0] = (uint8_t)R; o[1] = (uint8_t)N; o[2] = (uint8_t)L.a; o[3] = (uint8_t)L.b; o[4] = (uint8_t)L.w;
+    o[5] = (uint8_t)L.base; o[6] = (uint8_t)(L.base >> 8);
+    memset(o + 7, 0, L.t);
+    uint64_t acc = 0;
+    unsigned nb = 0;
+    size_t q = 7;
+    for (unsigned s = L.a; s <= L.b; s++) {
+        acc |= (uint64_t)(f[s] - L.base) << nb;
+        nb += L.w;
+        while (nb >= 8) { o[q++] = (uint8_t)acc; acc >>= 8; nb -= 8; }
+    }
+    if (nb) o[q] = (uint8_t)acc;
+    size_t fixed = 7 + L.t + 4 * (size_t)N;
+    uint32_t f32[256], x[MAX_STATES];
+    for (unsigned s = 0; s < 256; s++) f32[s] = (uint32_t)f[s];
+    size_t wcap = (cap - fixed) / 2;
+    uint16_t *wend = (uint16_t *)(o + fixed) + wcap;
+    ptrdiff_t nw = encode_impl(lane, d, f32, R, N, x, wend, wcap);
+    if (nw < 0) return 0;
+    memcpy(o + 7 + L.t, x, 4 * (size_t)N);
+    memmove(o + fixed, wend - nw, 2 * (size_t)nw);
+    return fixed + 2 * (size_t)nw;
+}
+
+static void histogram_c(const uint8_t *b, size_t n, uint64_t *out) {
+    uint32_t h[8][256];
+    memset(h, 0, sizeof h);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, b + i, 8);
+        h[0][v & 255]++; h[1][(v >> 8) & 255]++; h[2][(v >> 16) & 255]++; h[3][(v >> 24) & 255]++;
+        h[4][(v >> 32) & 255]++; h[5][(v >> 40) & 255]++; h[6][(v >> 48) & 255]++; h[7][v >> 56]++;
+    }
+    for (; i < n; i++) h[0][b[i]]++;
+    for (unsigned s = 0; s < 256; s++) {
+        uint64_t t = 0;
+        for (unsigned k = 0; k < 8; k++) t += h[k][s];
+        out[s] = t;
+    }
+}
+
+
+/* planes of k elements (size 2 or 4, rotated for floats), then a histogram per plane: fusing the
+ * two measured slower (fewer partial tables per plane than histogram_c's eight) */
+static void planes_hist(const uint8_t *src, unsigned size, int rotate, size_t k, uint8_t *p,
+                        uint64_t (*hist)[256]) {
+    if (size == 2) {
+        const uint16_t *w = (const uint16_t *)src;
+        uint8_t *p0 = p, *p1 = p + k;
+        if (rotate)
+            for (size_t i = 0; i < k; i++) {
+                uint16_t t = (uint16_t)((w[i] << 1) | (w[i] >> 15));
+                p0[i] = (uint8_t)(t >> 8); p1[i] = (uint8_t)t;
+            }
+        else
+            for (size_t i = 0; i < k; i++) { p0[i] = (uint8_t)(w[i] >> 8); p1[i] = (uint8_t)w[i]; }
+    } else {
+        const uint32_t *w = (const uint32_t *)src;
+        uint8_t *p0 = p, *p1 = p + k, *p2 = p + 2 * k, *p3 = p + 3 * k;
+        for (size_t i = 0; i < k; i++) {
+            uint32_t t = rotate ? (w[i] << 1) | (w[i] >> 31) : w[i];
+            p0[i] = (uint8_t)(t >> 24); p1[i] = (uint8_t)(t >> 16); p2[i] = (uint8_t)(t >> 8); p3[i] = (uint8_t)t;
+        }
+    }
+    for (unsigned j = 0; j < size; j++) histogram_c(p + j * k, k, hist[j]);
+}
+
+/* The lanes payload of one chunk of k elements into `out` (5 * size + size * k bytes at least);
+ * `scratch`: ENC_SCRATCH(size, k) bytes. Returns the payload length, or -1 for "lanes.py decides
+ * this chunk" (lanes of 16 KiB or less); zcost[j] >= 0 asks the caller for lanes.py's zstd sample
+ * trial on lane j (the only step that needs zstd). The decisions are lanes.py's: fill for
+ * a constant lane; rans when its estimate beats raw; rans_split instead when rans saves less than
+ * 1/8 and the split costs at most D/512 more (and its bytes come out below D); 32 states when a
+ * single lane stays rans; raw when the coded bytes are not smaller. */
+#define ENC_SCRATCH(size, k) ((size_t)(size) * 2 * (k) + 3 * (size_t)(k) + 8192)
+static ptrdiff_t encode_chunk_impl(const uint8_t *src, size_t k, unsigned size, int rotate,
+                                   uint8_t *out, uint8_t *scratch, int64_t *zcost) {
+    if (k <= 4 * ENC_ZSTD_SAMPLE) return -1;
+    const size_t d = k;
+    uint64_t hist[4][256];
+    const uint8_t *lane[4];
+    uint8_t *planes = scratch, *split_body = scratch + size * d, *work = split_body + size * d;
+    if (size == 1) {
+        lane[0] = src;
+        histogram_c(src, d, hist[0]);
+    } else {
+        planes_hist(src, size, rotate, k, planes, hist);
+        for (unsigned j = 0; j < size; j++) lane[j] = planes + j * d;
+    }
+    enum { RAW = 0, FILL = 1, RANS = 2, SPLIT = 3 };
+    int method[4], R[4];
+    double est[4];
+    size_t split_len[4] = {0};
+    for (unsigned j = 0; j < size; j++) {
+        if (hist[j][lane[j][0]] == d) { method[j] = FILL; continue; }
+        est[j] = choose_scale_c(hist[j], &R[j]);
+        method[j] = (R[j] > 0 && est[j] < (double)d) ? RANS : RAW;
+        if (method[j] != RANS || est[j] < (double)d * (1 - 1.0 / ENC_SPLIT_TRY)) continue;
+        /* rans_split: estimate, then the body (kept only if below D) */
+        const unsigned kk = ENC_SPLIT_K;
+        size_t g = (d * kk + 7) / 8, b = (d * (8 - kk) + 7) / 8;
+        uint8_t *sym = work, *low = work + g, *rw = work + g + b;  /* rw: 2 g + 4096 bytes */
+        split_pack(lane[j], d, kk, sym, low);
+        uint64_t sh[256];
+        histogram_c(sym, g, sh);
+        int rs;
+        double es = choose_scale_c(sh, &rs);
+        if (1 + (double)b + (rs > 0 ? es : 64.0) > est[j] + (double)d / ENC_SPLIT_SLACK) continue;
+        if (rs <= 0) rs = ENC_SCALE_HI;
+        size_t n = rans_encode_c(sym, g, sh, (unsigned)rs, ENC_SPLIT_STATES, rw, 2 * g + 4096);
+        if (!n || 1 + b + n >= d) continue;
+        uint8_t *o = split_body + j * d;
+        o[0] = (uint8_t)kk;
+        memcpy(o + 1, low, b);
+        memcpy(o + 1 + b, rw, n);
+        split_len[j] = 1 + b + n;
+        method[j] = SPLIT;
+    }
+    unsigned nrans = 0;
+    for (unsigned j = 0; j < size; j++) nrans += method[j] == RANS;
+    uint8_t *body = out + 5 * size;
+    size_t pos = 0;
+    for (unsigned j = 0; j < size; j++) {
+        uint8_t m;
+        size_t n;
+        if (method[j] == FILL) {
+            body[pos] = lane[j][0]; n = 1; m = 2;
+        } else if (method[j] == SPLIT) {
+            memcpy(body + pos, split_body + j * d, split_len[j]); n = split_len[j]; m = 6;
+        } else {
+            n = 0;
+            if (method[j] == RANS)
+                n = rans_encode_c(lane[j], d, hist[j], (unsigned)R[j],
+                                  nrans == 1 ? 2 * ENC_STATES : ENC_STATES, work, 2 * d + 4096);
+            if (n && n < d) {
+                memcpy(body + pos, work, n); m = 4;
+            } else {
+                memcpy(body + pos, lane[j], d); n = d; m = 0;
+            }
+        }
+        /* a lane that stays rans or raw gets lanes.py's zstd sample trial when its sample
+         * repeats: zcost[j] is the size that trial compares with, else -1 */
+        zcost[j] = (method[j] == RANS || method[j] == RAW)
+                   && repeats_c(lane[j], ENC_ZSTD_SAMPLE) >= ENC_ZSTD_SAMPLE / 50 ? (int64_t)n : -1;
+        out[5 * j] = m;
+        uint32_t l32 = (uint32_t)n;
+        memcpy(out + 5 * j + 1, &l32, 4);
+        pos += n;
+    }
+    return (ptrdiff_t)(5 * size + pos);
+}
+
+/* encode_chunk(elements, itemsize, rotate, out, scratch, zcost(w* int64[itemsize])) -> payload
+ * length or -1. Lane j's plane is left at scratch[j k : (j + 1) k] (itemsize > 1) for the caller's
+ * zstd sample trial on the lanes with zcost[j] >= 0. */
+static PyObject *py_encode_chunk(PyObject *self, PyObject *args) {
+    Py_buffer in, out, scratch, zc;
+    unsigned size;
+    int rotate;
+    if (!PyArg_ParseTuple(args, "y*Ipw*w*w*", &in, &size, &rotate, &out, &scratch, &zc)) return NULL;
+    size_t k = (size == 1 || size == 2 || size == 4) ? (size_t)in.len / size : 0;
+    int ok = k && (size_t)in.len == k * size && (size_t)out.len >= 5 * size + size * k
+             && (size_t)scratch.len >= ENC_SCRATCH(size, k) && (size_t)zc.len >= 8 * size;
+    ptrdiff_t n = -1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        n = encode_chunk_impl(in.buf, k, size, rotate, out.buf, scratch.buf, zc.buf);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&scratch);
+    PyBuffer_Release(&zc);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "encode_chunk: itemsize 1, 2, 4; out and scratch too small");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
 /* crc32c(buf) -> CRC32C of buf (for tests of the kernel against the crc32c package) */
 static PyObject *py_crc32c(PyObject *self, PyObject *args) {
     Py_buffer b;
@@ -1196,6 +1499,7 @@ static PyMethodDef methods[] = {
     {"decode_chunks", py_decode_chunks, METH_VARARGS, "Check and decode a batch of CHUNK blocks; jobs done."},
     {"crc32c", py_crc32c, METH_VARARGS, "CRC32C of a buffer."},
     {"split_pack", py_split_pack, METH_VARARGS, "rans_split symbols and low bits of a lane."},
+    {"encode_chunk", py_encode_chunk, METH_VARARGS, "The lanes payload of a planes > lanes chunk, or -1."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -99,7 +99,7 @@ def normalize(counts, scale_log2):
     if present > m or n == 0:
         return f, False
     if tot < m:
-        order = np.argsort(-rem)
+        order = np.argsort(-rem, kind="mergesort")  # stable: the C encoder sorts the same way
         k = 0
         while tot < m:
             s = order[k % 256]

@@ -213,8 +213,13 @@ class LanesCodec(BytesToBytesCodec):
         if rans.native is not None and \
                 rans.native.repeats(lane[:ZSTD_SAMPLE]) < ZSTD_SAMPLE // 50:
             return False  # no repeats in the sample: zstd's literals cannot beat order-0 coding
-        sample = len(_compressor(self.level).compress(lane[:ZSTD_SAMPLE]))
-        return sample < 0.9 * cost * ZSTD_SAMPLE / d
+        return self.zstd_sample_wins(lane, cost, self.level)
+
+    @staticmethod
+    def zstd_sample_wins(lane: np.ndarray, cost: int, level: int = 3) -> bool:
+        """Whether zstd on a 4 KiB sample compresses clearly below `cost` bytes for the lane."""
+        sample = len(_compressor(level).compress(lane[:ZSTD_SAMPLE]))
+        return sample < 0.9 * cost * ZSTD_SAMPLE / lane.size
 
     def decode(self, data, expected_length):
         data = memoryview(data)
