@@ -7,6 +7,7 @@ bytes that remain before anything is sized from it. Reading a tensor touches onl
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import mmap
@@ -70,6 +71,21 @@ _PARSE_METADATA = LP.generate(L.MetadataEntry)
 _PARSE_RECORDS = LP.generate(L.TensorRecord)
 # block types that are required (bit 15) and unknown: BLK-02
 _KNOWN_TYPES = np.array(sorted(L.KNOWN_BLOCK_TYPES), dtype=np.uint16)
+
+
+class BlockRow(collections.namedtuple("BlockEntry", _BLOCK_ENTRY_FIELDS)):
+    """One BlockEntry of the block table (§6.2), fields as attributes (e.offset) or by name
+    (e["offset"]) like the construct Container it stands for: a tuple costs a third of one to
+    make, and a file has a block per 64K elements. (salvage.py may still list Containers.)"""
+
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
 
 
 def element_count(shape, itemsize: int, limit: int, *, tensor: str | None = None) -> int:
@@ -251,12 +267,10 @@ class Reader:
                               rule="LAY-04")
         try:
             pos = L.INDEX_HEADER_SIZE
-            # the block entries fit (IDX-04 above): one record array, then the same Containers
-            # construct's BlockEntry gives, for the code that reads self.blocks[b].offset
+            # the block entries fit (IDX-04 above): one record array, then one BlockRow each
             table = np.frombuffer(payload, dtype=_BLOCK_ENTRY_DT, count=ih.block_count,
                                   offset=pos)
-            self.blocks = [construct.Container(zip(_BLOCK_ENTRY_FIELDS, row))
-                           for row in table.tolist()]
+            self.blocks = list(map(BlockRow._make, table.tolist()))
             self._block_table = (table, self.blocks)  # for _check_layout
             start = pos + ih.block_count * L.BLOCK_ENTRY_SIZE
             try:
@@ -368,7 +382,7 @@ class Reader:
             pass  # every owned block is a distinct CHUNK block (REC-07): all of them are owned
         else:
             for i, b in enumerate(self.blocks):
-                if b['block_type'] == L.BLOCK_CHUNK and i not in owner:
+                if b.block_type == L.BLOCK_CHUNK and i not in owner:
                     raise LayoutError("CHUNK block is named by no tensor", rule="REC-07",
                                       block=i)
         self._owner = owner
@@ -376,7 +390,8 @@ class Reader:
     def _check_record(self, t: int, r, owner: dict) -> TensorInfo:
         """One TensorRecord against §6.4 and its kind's page; `owner` collects chunk blocks.
         Fields are read as r['x'], not r.x: construct's Container attribute access is a Python
-        call, and opening a file of many tensors was dominated by it."""
+        call, and opening a file of many tensors was dominated by it. Block entries are read as
+        e.x: BlockRow's attributes are the fast ones (salvage's Containers have both)."""
         lim = self.limits
         try:
             name = r['name'].decode("utf-8")
@@ -433,14 +448,14 @@ class Reader:
             chunk_blocks = list(s['chunk_blocks'])
             for c, b in enumerate(chunk_blocks):
                 e = blocks[b] if b < n_blocks else None
-                if e is None or e['block_type'] != L.BLOCK_CHUNK:
+                if e is None or e.block_type != L.BLOCK_CHUNK:
                     raise LayoutError(f"stream {s_id} chunk {c} names block {b}, not a "
                                       "CHUNK block", rule="REC-07", tensor=name)
                 if b in owner:
                     raise LayoutError(f"block {b} is named by two chunks", rule="REC-07",
                                       tensor=name)
                 owner[b] = (t, s_id, c)
-                stored += e['payload_length']
+                stored += e.payload_length
             crcs = s['chunk_crc32c']
             streams.append(StreamInfo(sd, tuple(s['stream_shape']), sn, ce, chain, chunk_blocks,
                                       list(crcs) if crcs is not None else None))
