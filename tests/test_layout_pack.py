@@ -153,3 +153,23 @@ def test_profile_encode_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pool work alone" in out and "save_file threads=2" in out
     assert sorted(os.listdir(tmp_path)) == ["m.pt"]  # its output file removed
+
+
+def test_ab_writer_smoke(tmp_path, capsys):
+    """tools/ab_writer.py against the committed writer: runs, and both write the same bytes."""
+    import shutil
+    import subprocess
+
+    import torch
+    from tools import ab_writer
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if shutil.which("git") is None or subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    p = tmp_path / "m.pt"
+    torch.save({"a": torch.randn(70_000).to(torch.bfloat16), "b": torch.randn(3000)}, p)
+    assert ab_writer.main([str(p), "--ref", "HEAD", "--rounds", "1",
+                           "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "threads=2: wall old" in out and "same bytes: True" in out
+    assert sorted(os.listdir(tmp_path)) == ["m.pt"]
