@@ -1197,11 +1197,30 @@ static PyObject *py_split_pack(PyObject *self, PyObject *args) {
 #define ENC_SPLIT_K 2         /* rans_split.ENCODER_TOP_BITS, ENCODER_STATES */
 #define ENC_SPLIT_STATES 16
 
+typedef struct { double key; int s; } keyed_t;
+
+static int keyed_less(const keyed_t *a, const keyed_t *b) {
+    return a->key < b->key || (a->key == b->key && a->s < b->s);
+}
+static int keyed_cmp(const void *a, const void *b) {
+    return keyed_less(a, b) ? -1 : keyed_less(b, a) ? 1 : 0;
+}
+static void heap_down(keyed_t *h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && keyed_less(&h[l], &h[m])) m = l;
+        if (r < n && keyed_less(&h[r], &h[m])) m = r;
+        if (m == i) return;
+        keyed_t t = h[i]; h[i] = h[m]; h[m] = t;
+        i = m;
+    }
+}
+
 /* _kernels.normalize, step for step (the float64 arithmetic included). 0 if infeasible. */
 static int normalize_c(const uint64_t *counts, unsigned R, int64_t *f) {
     const int64_t m = (int64_t)1 << R;
     int64_t n = 0, tot = 0, present = 0;
-    double rem[256], key[256];
+    double rem[256];
     for (unsigned s = 0; s < 256; s++) n += (int64_t)counts[s];
     for (unsigned s = 0; s < 256; s++) {
         f[s] = 0;
@@ -1218,32 +1237,36 @@ static int normalize_c(const uint64_t *counts, unsigned R, int64_t *f) {
     }
     if (present > m || n == 0) return 0;
     if (tot < m) {
-        int order[256];
-        for (int s = 0; s < 256; s++) { order[s] = s; key[s] = -rem[s]; }
-        /* the stable order of np.argsort(-rem, kind="stable"): insertion sort (256 items) */
-        for (int i = 1; i < 256; i++) {
-            int s = order[i], j = i - 1;
-            while (j >= 0 && key[order[j]] > key[s]) { order[j + 1] = order[j]; j--; }
-            order[j + 1] = s;
-        }
+        keyed_t order[256];
+        for (int s = 0; s < 256; s++) { order[s].key = -rem[s]; order[s].s = s; }
+        qsort(order, 256, sizeof order[0], keyed_cmp);  /* (key, s): np.argsort(kind="stable") */
         int64_t k = 0;
         while (tot < m) {
-            int s = order[k % 256];
+            int s = order[k % 256].s;
             if (counts[s] > 0) { f[s]++; tot++; }
             k++;
         }
     }
-    while (tot > m) {
-        int best = -1;
-        double loss = 1e300;
-        for (int s = 0; s < 256; s++) {
+    if (tot > m) {
+        /* take one unit at a time from the symbol with the least counts / (f - 0.5) among
+         * f > 1, the lowest s on ties: _kernels.normalize's scan, as a heap of (key, s) */
+        keyed_t heap[256];
+        int n_heap = 0;
+        for (int s = 0; s < 256; s++)
             if (f[s] > 1) {
-                double c = (double)counts[s] / ((double)f[s] - 0.5);
-                if (c < loss) { loss = c; best = s; }
+                heap[n_heap].key = (double)counts[s] / ((double)f[s] - 0.5);
+                heap[n_heap].s = s;
+                n_heap++;
             }
+        for (int i = n_heap / 2 - 1; i >= 0; i--) heap_down(heap, n_heap, i);
+        while (tot > m) {
+            int s = heap[0].s;
+            f[s]--;
+            tot--;
+            if (f[s] > 1) heap[0].key = (double)counts[s] / ((double)f[s] - 0.5);
+            else heap[0] = heap[--n_heap];
+            heap_down(heap, n_heap, 0);
         }
-        f[best]--;
-        tot--;
     }
     return 1;
 }
@@ -1272,8 +1295,9 @@ static double code_bits_c(const uint64_t *counts, const int64_t *f, unsigned R) 
     return bits;
 }
 
-/* _kernels.choose_scale(counts, 10, 12, 16): *r = -1 when no scale fits */
-static double choose_scale_c(const uint64_t *counts, int *r) {
+/* _kernels.choose_scale(counts, 10, 12, 16): *r = -1 when no scale fits; best_f receives the
+ * frequencies of the chosen scale (rans_encode_c takes them instead of normalizing again) */
+static double choose_scale_c(const uint64_t *counts, int *r, int64_t *best_f) {
     double best = 1e300;
     int64_t f[256];
     *r = -1;
@@ -1281,7 +1305,7 @@ static double choose_scale_c(const uint64_t *counts, int *r) {
         if (!normalize_c(counts, R, f)) continue;
         layout_t L = table_layout_c(f);
         double size = (double)(7 + (int64_t)L.t + 4 * ENC_STATES) + code_bits_c(counts, f, R) / 8 + 2;
-        if (size < best) { best = size; *r = (int)R; }
+        if (size < best) { best = size; *r = (int)R; memcpy(best_f, f, sizeof f); }
     }
     return best;
 }
@@ -1289,10 +1313,8 @@ static double choose_scale_c(const uint64_t *counts, int *r) {
 /* rans.encode(lane, counts, R, N) into `out` (room for the table, the states and 2 (d + 8) bytes
  * of words); returns the lane data's length, or 0 if normalization fails (it cannot: R came from
  * choose_scale_c on the same counts). */
-static size_t rans_encode_c(const uint8_t *lane, size_t d, const uint64_t *counts, unsigned R,
+static size_t rans_encode_c(const uint8_t *lane, size_t d, const int64_t *f, unsigned R,
                             unsigned N, uint8_t *out, size_t cap) {
-    int64_t f[256];
-    if (!normalize_c(counts, R, f)) return 0;
     layout_t L = table_layout_c(f);
     uint8_t *o = out;
     o[0] = (uint8_t)R; o[1] = (uint8_t)N; o[2] = (uint8_t)L.a; o[3] = (uint8_t)L.b; o[4] = (uint8_t)L.w;
@@ -1389,9 +1411,10 @@ static ptrdiff_t encode_chunk_impl(const uint8_t *src, size_t k, unsigned size, 
     int method[4], R[4];
     double est[4];
     size_t split_len[4] = {0};
+    int64_t F[4][256], fs[256];  /* the frequencies at the chosen scale, per lane / split symbols */
     for (unsigned j = 0; j < size; j++) {
         if (hist[j][lane[j][0]] == d) { method[j] = FILL; continue; }
-        est[j] = choose_scale_c(hist[j], &R[j]);
+        est[j] = choose_scale_c(hist[j], &R[j], F[j]);
         method[j] = (R[j] > 0 && est[j] < (double)d) ? RANS : RAW;
         if (method[j] != RANS || est[j] < (double)d * (1 - 1.0 / ENC_SPLIT_TRY)) continue;
         /* rans_split: estimate, then the body (kept only if below D) */
@@ -1402,10 +1425,10 @@ static ptrdiff_t encode_chunk_impl(const uint8_t *src, size_t k, unsigned size, 
         uint64_t sh[256];
         histogram_c(sym, g, sh);
         int rs;
-        double es = choose_scale_c(sh, &rs);
+        double es = choose_scale_c(sh, &rs, fs);
         if (1 + (double)b + (rs > 0 ? es : 64.0) > est[j] + (double)d / ENC_SPLIT_SLACK) continue;
-        if (rs <= 0) rs = ENC_SCALE_HI;
-        size_t n = rans_encode_c(sym, g, sh, (unsigned)rs, ENC_SPLIT_STATES, rw, 2 * g + 4096);
+        if (rs <= 0 && (rs = ENC_SCALE_HI, !normalize_c(sh, ENC_SCALE_HI, fs))) continue;
+        size_t n = rans_encode_c(sym, g, fs, (unsigned)rs, ENC_SPLIT_STATES, rw, 2 * g + 4096);
         if (!n || 1 + b + n >= d) continue;
         uint8_t *o = split_body + j * d;
         o[0] = (uint8_t)kk;
@@ -1428,7 +1451,7 @@ static ptrdiff_t encode_chunk_impl(const uint8_t *src, size_t k, unsigned size, 
         } else {
             n = 0;
             if (method[j] == RANS)
-                n = rans_encode_c(lane[j], d, hist[j], (unsigned)R[j],
+                n = rans_encode_c(lane[j], d, F[j], (unsigned)R[j],
                                   nrans == 1 ? 2 * ENC_STATES : ENC_STATES, work, 2 * d + 4096);
             if (n && n < d) {
                 memcpy(body + pos, work, n); m = 4;
