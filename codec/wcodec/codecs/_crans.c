@@ -633,11 +633,10 @@ __attribute__((target("avx2,popcnt")))
 static uint16_t *encode_avx2(const uint8_t *lane, size_t i, const encsym_t *es, unsigned R,
                              unsigned N, uint32_t *x, uint16_t *w) {
     /* per byte value: f | c << 13 | l << 26 (f <= 2^12, c < 2^12, l <= 12), and mlo */
-    uint32_t t1[256], t2[256];
-    for (unsigned s = 0; s < 256; s++) {
-        t1[s] = es[s].f | (es[s].c << 13) | (es[s].l << 26);
-        t2[s] = es[s].mlo;
-    }
+    uint64_t t[256];  /* both in one entry: one load per byte, then split by two shuffles */
+    for (unsigned s = 0; s < 256; s++)
+        t[s] = (uint64_t)(es[s].f | (es[s].c << 13) | (es[s].l << 26)) | (uint64_t)es[s].mlo << 32;
+    const __m256i split_idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const unsigned G = N / 8;
     __m256i xv[4];
     for (unsigned g = 0; g < G; g++) xv[g] = _mm256_loadu_si256((const __m256i *)(x + 8 * g));
@@ -652,10 +651,14 @@ static uint16_t *encode_avx2(const uint8_t *lane, size_t i, const encsym_t *es, 
             /* scalar loads, not two vpgatherdd: faster on the AMD cores measured (as in the
              * decoder) */
             const uint8_t *b_ = lane + i + 8 * g;
-            __m256i a = _mm256_setr_epi32((int)t1[b_[0]], (int)t1[b_[1]], (int)t1[b_[2]], (int)t1[b_[3]],
-                                          (int)t1[b_[4]], (int)t1[b_[5]], (int)t1[b_[6]], (int)t1[b_[7]]);
-            __m256i mlo = _mm256_setr_epi32((int)t2[b_[0]], (int)t2[b_[1]], (int)t2[b_[2]], (int)t2[b_[3]],
-                                            (int)t2[b_[4]], (int)t2[b_[5]], (int)t2[b_[6]], (int)t2[b_[7]]);
+            __m256i lo4 = _mm256_permutevar8x32_epi32(
+                _mm256_setr_epi64x((long long)t[b_[0]], (long long)t[b_[1]], (long long)t[b_[2]],
+                                   (long long)t[b_[3]]), split_idx);
+            __m256i hi4 = _mm256_permutevar8x32_epi32(
+                _mm256_setr_epi64x((long long)t[b_[4]], (long long)t[b_[5]], (long long)t[b_[6]],
+                                   (long long)t[b_[7]]), split_idx);
+            __m256i a = _mm256_permute2x128_si256(lo4, hi4, 0x20);    /* the 8 low halves */
+            __m256i mlo = _mm256_permute2x128_si256(lo4, hi4, 0x31);  /* the 8 high halves */
             __m256i f = _mm256_and_si256(a, m13);
             __m256i c = _mm256_and_si256(_mm256_srli_epi32(a, 13), m12);
             __m256i l = _mm256_srli_epi32(a, 26);
