@@ -2,11 +2,12 @@
 block table and the records), the current reader against the reader of a baseline commit, in one
 process, interleaved, median of N rounds.
 
-    python tools/bench_open.py FILE [FILE ...] [--rounds 30] [--baseline 1ea3995]
+    python tools/bench_open.py FILE [FILE ...] [--rounds 30] [--baseline e5cadcd] [--load-file]
 
 The baseline's codec/wcodec/reader.py and records/plain.py are read with `git show` and imported
 beside the installed package (they use its other modules); plain's check is swapped in while the
-baseline reader runs. Run from outside codec/wcodec. Made for issue 4 (open was ~16 % of a
+baseline reader runs. --load-file also times wcodec.load_file(FILE, threads=1) with each reader
+patched into wcodec.api. Run from outside codec/wcodec. Made for issue 4 (open was ~16 % of a
 1-thread whole-file decode of MiniLM).
 """
 
@@ -43,8 +44,12 @@ def main() -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--baseline", default=None, help="commit of the reader to compare with")
+    ap.add_argument("--load-file", action="store_true",
+                    help="also time load_file(threads=1) with each reader")
     a = ap.parse_args()
 
+    import wcodec
+    import wcodec.api as api
     import wcodec.reader as current
     from wcodec.records import Plain
     readers = {"current": (current, Plain.__dict__["check"])}
@@ -71,6 +76,22 @@ def main() -> None:
             line += (f", baseline {a.baseline} {med['baseline']:.2f} ms "
                      f"({med['baseline'] / med['current']:.2f}x)")
         print(line, flush=True)
+        if a.load_file:
+            times = {k: [] for k in readers}
+            for r in range(a.rounds // 2 + 1):
+                for tag, (mod, check) in readers.items():
+                    api.Reader, Plain.check = mod.Reader, check
+                    t = time.perf_counter()
+                    out = wcodec.load_file(path, threads=1)
+                    if r:
+                        times[tag].append(time.perf_counter() - t)
+                    del out
+            api.Reader, Plain.check = current.Reader, readers["current"][1]
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            line = f"  load_file(threads=1): current {med['current']:.1f} ms"
+            if "baseline" in med:
+                line += f", with the baseline reader {med['baseline']:.1f} ms"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
