@@ -1205,9 +1205,6 @@ typedef struct { double key; int s; } keyed_t;
 static int keyed_less(const keyed_t *a, const keyed_t *b) {
     return a->key < b->key || (a->key == b->key && a->s < b->s);
 }
-static int keyed_cmp(const void *a, const void *b) {
-    return keyed_less(a, b) ? -1 : keyed_less(b, a) ? 1 : 0;
-}
 static void heap_down(keyed_t *h, int n, int i) {
     for (;;) {
         int l = 2 * i + 1, r = l + 1, m = i;
@@ -1240,14 +1237,22 @@ static int normalize_c(const uint64_t *counts, unsigned R, int64_t *f) {
     }
     if (present > m || n == 0) return 0;
     if (tot < m) {
-        keyed_t order[256];
-        for (int s = 0; s < 256; s++) { order[s].key = -rem[s]; order[s].s = s; }
-        qsort(order, 256, sizeof order[0], keyed_cmp);  /* (key, s): np.argsort(kind="stable") */
-        int64_t k = 0;
-        while (tot < m) {
-            int s = order[k % 256].s;
+        /* one unit each to the symbols in the order of np.argsort(-rem, kind="stable"), cycling;
+         * the order is popped from a heap of (-rem, s) only as far as it is needed */
+        keyed_t heap[256];
+        int seq[256], ns = 0, n_heap = 256;
+        for (int s = 0; s < 256; s++) { heap[s].key = -rem[s]; heap[s].s = s; }
+        for (int i = 127; i >= 0; i--) heap_down(heap, n_heap, i);
+        while (tot < m && n_heap > 0) {
+            int s = heap[0].s;
+            seq[ns++] = s;
+            heap[0] = heap[--n_heap];
+            heap_down(heap, n_heap, 0);
             if (counts[s] > 0) { f[s]++; tot++; }
-            k++;
+        }
+        for (int64_t k = 0; tot < m; k++) {  /* further rounds: the whole order again */
+            int s = seq[k % ns];
+            if (counts[s] > 0) { f[s]++; tot++; }
         }
     }
     if (tot > m) {
