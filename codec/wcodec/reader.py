@@ -149,6 +149,7 @@ def _parse(struct_, data, offset: int, what: str):
 # _release leaves files smaller than this mapped (see there)
 RELEASE_MIN_BYTES = 64 << 20
 
+
 class Reader:
     def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS,
                  verify_sha256: bool | None = None, threads: int | None = None):
