@@ -100,3 +100,58 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError):  # scratch too small
         rans.native.encode_chunk(el, 2, True, np.empty(50000, np.uint8), np.empty(10, np.uint8),
                                  np.empty(4, np.int64))
+
+
+def _histograms():
+    g = np.random.default_rng(11)
+    yield np.bincount(g.integers(0, 256, 5000), minlength=256)           # every symbol
+    yield np.bincount(np.clip(g.normal(120, 3, 200000), 0, 255).astype(int), minlength=256)
+    yield np.bincount(g.geometric(0.02, 70000) % 256, minlength=256)    # long tail of 1s
+    c = np.zeros(256, np.int64)
+    c[7] = 1
+    yield c                                                              # one symbol
+    c = np.zeros(256, np.int64)
+    c[:200] = 1
+    c[200] = 10**6
+    yield c                                                              # many rare symbols
+    for _ in range(20):
+        yield (g.pareto(1.2, 256) * g.integers(0, 2, 256) * 100).astype(np.int64) + \
+            (np.arange(256) == g.integers(0, 256))
+
+
+def test_scale_search_and_tables_match_numba():
+    """An encode without numba (C scale search, normalization, table) and with it give the same
+    frequencies, scale and header bytes: files do not depend on which kernels are installed."""
+    k = rans.kernels()
+    for counts in _histograms():
+        counts = counts.astype(np.int64)
+        for lo, hi, n in ((10, 12, 16), (8, 12, 1), (1, 15, 32)):
+            rc, ec = rans.native.choose_scale(counts.astype(np.uint64), lo, hi, n)
+            rn, en = k.choose_scale(counts, lo, hi, n)
+            assert (rc, ec) == (rn, en)
+        for r in (4, 8, 10, 12, 15):
+            fn, ok = k.normalize(counts, r)
+            f = np.empty(256, np.int64)
+            head = np.empty(519, np.uint8)
+            t = rans.native.rans_head(counts.astype(np.uint64), r, 16, f, head)
+            assert (t >= 0) == bool(ok)
+            if ok:
+                assert np.array_equal(f, fn)
+                a, b, w, base, tt = k.table_layout(fn)
+                ref = np.zeros(tt, np.uint8)
+                k.pack_table(fn, a, b, w, base, ref)
+                assert head[:t].tobytes() == rans.HEADER.pack(r, 16, a, b, w, base) + ref.tobytes()
+
+
+def test_lossless_encode_does_not_import_numba(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys, torch, wcodec\n"
+            "t = {'w': torch.randn(300000).to(torch.bfloat16), 'b': torch.randn(384)}\n"
+            f"wcodec.save_file(t, {str(tmp_path / 'a.wcd')!r})\n"
+            f"back = wcodec.load_file({str(tmp_path / 'a.wcd')!r})\n"
+            "assert all(torch.equal(back[k], v) for k, v in t.items())\n"
+            "print('numba' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

@@ -1305,26 +1305,27 @@ static double code_bits_c(const uint64_t *counts, const int64_t *f, unsigned R) 
 
 /* _kernels.choose_scale(counts, 10, 12, 16): *r = -1 when no scale fits; best_f receives the
  * frequencies of the chosen scale (rans_encode_c takes them instead of normalizing again) */
-static double choose_scale_c(const uint64_t *counts, int *r, int64_t *best_f) {
+static double choose_scale_range(const uint64_t *counts, unsigned lo, unsigned hi, unsigned N,
+                                 int *r, int64_t *best_f) {
     double best = 1e300;
     int64_t f[256];
     *r = -1;
-    for (unsigned R = ENC_SCALE_LO; R <= ENC_SCALE_HI; R++) {
+    for (unsigned R = lo; R <= hi; R++) {
         if (!normalize_c(counts, R, f)) continue;
         layout_t L = table_layout_c(f);
-        double size = (double)(7 + (int64_t)L.t + 4 * ENC_STATES) + code_bits_c(counts, f, R) / 8 + 2;
+        double size = (double)(7 + (int64_t)L.t + 4 * (int64_t)N) + code_bits_c(counts, f, R) / 8 + 2;
         if (size < best) { best = size; *r = (int)R; memcpy(best_f, f, sizeof f); }
     }
     return best;
 }
+static double choose_scale_c(const uint64_t *counts, int *r, int64_t *best_f) {
+    return choose_scale_range(counts, ENC_SCALE_LO, ENC_SCALE_HI, ENC_STATES, r, best_f);
+}
 
-/* rans.encode(lane, counts, R, N) into `out` (room for the table, the states and 2 (d + 8) bytes
- * of words); returns the lane data's length, or 0 if normalization fails (it cannot: R came from
- * choose_scale_c on the same counts). */
-static size_t rans_encode_c(const uint8_t *lane, size_t d, const int64_t *f, unsigned R,
-                            unsigned N, uint8_t *out, size_t cap) {
+/* The rans lane header and packed table (rans.md §1, §2) of frequencies f at scale R with N
+ * states into out (7 + 512 bytes at most); returns its length. */
+static size_t rans_head_c(const int64_t *f, unsigned R, unsigned N, uint8_t *o) {
     layout_t L = table_layout_c(f);
-    uint8_t *o = out;
     o[0] = (uint8_t)R; o[1] = (uint8_t)N; o[2] = (uint8_t)L.a; o[3] = (uint8_t)L.b; o[4] = (uint8_t)L.w;
     o[5] = (uint8_t)L.base; o[6] = (uint8_t)(L.base >> 8);
     memset(o + 7, 0, L.t);
@@ -1337,14 +1338,24 @@ static size_t rans_encode_c(const uint8_t *lane, size_t d, const int64_t *f, uns
         while (nb >= 8) { o[q++] = (uint8_t)acc; acc >>= 8; nb -= 8; }
     }
     if (nb) o[q] = (uint8_t)acc;
-    size_t fixed = 7 + L.t + 4 * (size_t)N;
+    return 7 + L.t;
+}
+
+/* rans.encode(lane, counts, R, N) into `out` (room for the table, the states and 2 (d + 8) bytes
+ * of words); returns the lane data's length, or 0 if normalization fails (it cannot: R came from
+ * choose_scale_c on the same counts). */
+static size_t rans_encode_c(const uint8_t *lane, size_t d, const int64_t *f, unsigned R,
+                            unsigned N, uint8_t *out, size_t cap) {
+    uint8_t *o = out;
+    size_t head = rans_head_c(f, R, N, o);
+    size_t fixed = head + 4 * (size_t)N;
     uint32_t f32[256], x[MAX_STATES];
     for (unsigned s = 0; s < 256; s++) f32[s] = (uint32_t)f[s];
     size_t wcap = (cap - fixed) / 2;
     uint16_t *wend = (uint16_t *)(o + fixed) + wcap;
     ptrdiff_t nw = encode_impl(lane, d, f32, R, N, x, wend, wcap);
     if (nw < 0) return 0;
-    memcpy(o + 7 + L.t, x, 4 * (size_t)N);
+    memcpy(o + head, x, 4 * (size_t)N);
     memmove(o + fixed, wend - nw, 2 * (size_t)nw);
     return fixed + 2 * (size_t)nw;
 }
@@ -1479,6 +1490,43 @@ static ptrdiff_t encode_chunk_impl(const uint8_t *src, size_t k, unsigned size, 
     return (ptrdiff_t)(5 * size + pos);
 }
 
+/* choose_scale(counts(u64[256]), lo, hi, n_states) -> (R, estimated bytes): _kernels.choose_scale */
+static PyObject *py_choose_scale(PyObject *self, PyObject *args) {
+    Py_buffer c;
+    unsigned lo, hi, n;
+    if (!PyArg_ParseTuple(args, "y*III", &c, &lo, &hi, &n)) return NULL;
+    if (c.len != 256 * 8 || lo < 1 || hi > 15 || lo > hi) {
+        PyBuffer_Release(&c);
+        PyErr_SetString(PyExc_ValueError, "choose_scale: counts of 256 u64, 1 <= lo <= hi <= 15");
+        return NULL;
+    }
+    int r;
+    int64_t f[256];
+    double est = choose_scale_range(c.buf, lo, hi, n, &r, f);
+    PyBuffer_Release(&c);
+    return Py_BuildValue("(id)", r, est);
+}
+
+/* rans_head(counts(u64[256]), R, N, f_out(w* int64[256]), head_out(w* >= 519 bytes)) -> header
+ * length, or -1 when no normalization exists: _kernels.normalize, table_layout and pack_table */
+static PyObject *py_rans_head(PyObject *self, PyObject *args) {
+    Py_buffer c, fo, ho;
+    unsigned R, N;
+    if (!PyArg_ParseTuple(args, "y*IIw*w*", &c, &R, &N, &fo, &ho)) return NULL;
+    Py_ssize_t n = -2;
+    if (c.len == 256 * 8 && fo.len == 256 * 8 && ho.len >= 7 + 512 && R >= 1 && R <= 15 && N >= 1
+            && N <= MAX_STATES)
+        n = normalize_c(c.buf, R, fo.buf) ? (Py_ssize_t)rans_head_c(fo.buf, R, N, ho.buf) : -1;
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&fo);
+    PyBuffer_Release(&ho);
+    if (n == -2) {
+        PyErr_SetString(PyExc_ValueError, "rans_head: counts and f of 256, head of 519 bytes, R, N");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
 /* encode_chunk(elements, itemsize, rotate, out, scratch, zcost(w* int64[itemsize])) -> payload
  * length or -1. Lane j's plane is left at scratch[j k : (j + 1) k] (itemsize > 1) for the caller's
  * zstd sample trial on the lanes with zcost[j] >= 0. */
@@ -1531,6 +1579,8 @@ static PyMethodDef methods[] = {
     {"crc32c", py_crc32c, METH_VARARGS, "CRC32C of a buffer."},
     {"split_pack", py_split_pack, METH_VARARGS, "rans_split symbols and low bits of a lane."},
     {"encode_chunk", py_encode_chunk, METH_VARARGS, "The lanes payload of a planes > lanes chunk, or -1."},
+    {"choose_scale", py_choose_scale, METH_VARARGS, "Scale and size estimate of a rans lane."},
+    {"rans_head", py_rans_head, METH_VARARGS, "Normalized frequencies and the rans header and table."},
     {NULL, NULL, 0, NULL},
 };
 

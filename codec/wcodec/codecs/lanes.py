@@ -172,8 +172,7 @@ class LanesCodec(BytesToBytesCodec):
         if d == 0 or counts[lane[0]] == d:
             return -1, d
         if d < RANS_MIN_LANE:
-            r, est = rans.kernels().choose_scale(counts, SMALL_SCALES[0], SMALL_SCALES[1],
-                                                 SMALL_STATES)
+            r, est = rans.choose_scale(counts, SMALL_SCALES[0], SMALL_SCALES[1], SMALL_STATES)
         else:
             r, est = rans.estimate(counts)
         return (r, est) if r > 0 and est < d else (-1, d)

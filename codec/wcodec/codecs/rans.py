@@ -52,6 +52,10 @@ def native_error(code: int, where: str = "") -> CorruptPayload:
     return CorruptPayload(msg + where, rule=rule)
 
 
+def _native_encoder() -> bool:
+    return native is not None and hasattr(native, "rans_head")
+
+
 def kernels():
     """The numba module, imported on first use (numba's import is slow; plain files never need it)."""
     global _k
@@ -63,13 +67,32 @@ def kernels():
 
 def estimate(counts: np.ndarray) -> tuple[int, float]:
     """(R, bytes) of the cheapest rANS coding of a lane with this histogram; R = -1 if none."""
-    return kernels().choose_scale(counts, ENCODER_SCALES[0], ENCODER_SCALES[1], ENCODER_STATES)
+    return choose_scale(counts, ENCODER_SCALES[0], ENCODER_SCALES[1], ENCODER_STATES)
+
+
+def choose_scale(counts: np.ndarray, lo: int, hi: int, n_states: int) -> tuple[int, float]:
+    """The scale R in lo..hi giving the fewest bytes, and that size (_kernels.choose_scale; the C
+    port when built, so that an encode never imports numba)."""
+    if _native_encoder():
+        return native.choose_scale(np.ascontiguousarray(counts, np.uint64), lo, hi, n_states)
+    return kernels().choose_scale(counts, lo, hi, n_states)
 
 
 def encode(lane: np.ndarray, counts: np.ndarray, scale_log2: int,
            n_states: int | None = None) -> bytes:
     """The lane data of method `rans` for `lane` (uint8), frequencies from `counts`."""
     n_states = ENCODER_STATES if n_states is None else n_states
+    if _native_encoder():  # normalization and table in C too (the same values as _kernels')
+        f = np.empty(256, np.int64)
+        head = np.empty(7 + 512, np.uint8)
+        t = native.rans_head(np.ascontiguousarray(counts, np.uint64), scale_log2, n_states, f, head)
+        if t < 0:
+            raise ValueError("rans: more symbols than 2^scale_log2 slots")
+        out = np.empty(t + 4 * n_states + 2 * lane.size + 16, np.uint8)  # 8 words of slack
+        n = native.encode_lane(lane, f.astype(np.uint32), scale_log2, n_states, head[:t], out)
+        if n < 0:  # cannot happen: one word per byte at most, and out holds that many
+            raise AssertionError("rans: native encoder ran out of room")
+        return out[:n].tobytes()
     k = kernels()
     f, ok = k.normalize(counts, scale_log2)
     if not ok:
