@@ -69,8 +69,6 @@ _BLOCK_ENTRY_DT = LP.numpy_dtype(L.BlockEntry)
 _BLOCK_ENTRY_FIELDS = tuple(_BLOCK_ENTRY_DT.names)
 _PARSE_METADATA = LP.generate(L.MetadataEntry)
 _PARSE_RECORDS = LP.generate(L.TensorRecord)
-# block types that are required (bit 15) and unknown: BLK-02
-_KNOWN_TYPES = np.array(sorted(L.KNOWN_BLOCK_TYPES), dtype=np.uint16)
 
 
 class BlockRow(collections.namedtuple("BlockEntry", _BLOCK_ENTRY_FIELDS)):
@@ -348,8 +346,10 @@ class Reader:
         starts[0] = L.HEADER_SIZE
         starts[1:] = ends[:-1]
         starts = (starts + (A - 1)) // A * A  # L.align_up
-        bad = ((t["reserved"] != 0) | (kind == L.BLOCK_INDEX)
-               | (((kind & L.REQUIRED_BIT) != 0) & ~np.isin(kind, _KNOWN_TYPES))
+        unknown = (kind & L.REQUIRED_BIT) != 0
+        for known in L.KNOWN_BLOCK_TYPES:  # np.isin costs more than these few compares
+            unknown &= kind != known
+        bad = ((t["reserved"] != 0) | (kind == L.BLOCK_INDEX) | unknown
                | (off != starts) | (ends > limit))
         return None if bad.any() else int(ends[-1])
 
