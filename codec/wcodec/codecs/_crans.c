@@ -337,13 +337,49 @@ static size_t split_pack2_bmi2(const uint8_t *lane, size_t d, uint8_t *sym, uint
     return i;
 }
 static int have_bmi2;
+
+/* k = 2, 32 bytes per step: 24 bytes of low bits spread to eight 24-bit groups by a byte shuffle,
+ * each group's four 6-bit fields and its symbol's four 2-bit fields put in place by shifts and
+ * masks. Returns how many bytes it wrote (a multiple of 32). */
+__attribute__((target("avx2")))
+static size_t split_join2_avx2(const uint8_t *sym, const uint8_t *low, size_t nlow, size_t d,
+                               uint8_t *out) {
+    const __m256i spread = _mm256_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1,
+                                            0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+    const __m256i m0 = _mm256_set1_epi32(0x3F), m1 = _mm256_set1_epi32(0x3F00),
+                  m2 = _mm256_set1_epi32(0x3F0000), m3 = _mm256_set1_epi32(0x3F000000),
+                  t0 = _mm256_set1_epi32(0xC0), t1 = _mm256_set1_epi32(0xC000),
+                  t2 = _mm256_set1_epi32(0xC00000), t3 = _mm256_set1_epi32((int)0xC0000000u);
+    size_t i = 0;
+    for (; i + 32 <= d && 3 * (i / 4) + 28 <= nlow; i += 32) {
+        const uint8_t *l = low + 3 * (i / 4);
+        __m256i v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)l)),
+            _mm_loadu_si128((const __m128i *)(l + 12)), 1);
+        v = _mm256_shuffle_epi8(v, spread);
+        __m256i lo = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(v, m0), _mm256_and_si256(_mm256_slli_epi32(v, 2), m1)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(v, 4), m2),
+                            _mm256_and_si256(_mm256_slli_epi32(v, 6), m3)));
+        __m256i sv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sym + i / 4)));
+        __m256i hi = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(sv, 6), t0),
+                            _mm256_and_si256(_mm256_slli_epi32(sv, 12), t1)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(sv, 18), t2),
+                            _mm256_and_si256(_mm256_slli_epi32(sv, 24), t3)));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_or_si256(lo, hi));
+    }
+    return i;
+}
 #endif
 
 static void split_join(const uint8_t *sym, const uint8_t *low, size_t nlow, unsigned k, size_t d,
                        uint8_t *out) {
     size_t i = 0;
 #ifdef WC_X86
-    if (k == 2 && have_bmi2) i = split_join2_bmi2(sym, low, nlow, d, out);
+    if (k == 2 && have_avx2) i = split_join2_avx2(sym, low, nlow, d, out);
+    if (k == 2 && have_bmi2) i += split_join2_bmi2(sym + i / 4, low + 3 * (i / 4), nlow - 3 * (i / 4),
+                                                   d - i, out + i);
 #endif
     split_join_scalar(sym, low, nlow, k, d, out, i);
 }
