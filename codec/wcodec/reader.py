@@ -144,10 +144,6 @@ def _parse(struct_, data, offset: int, what: str):
         raise Truncated(f"{what} runs past the end of the file") from None
 
 
-# _release leaves files smaller than this mapped (see there)
-RELEASE_MIN_BYTES = 64 << 20
-
-
 class Reader:
     def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS,
                  verify_sha256: bool | None = None, threads: int | None = None):
@@ -676,11 +672,9 @@ class Reader:
         """Drop the blocks' pages from this process's resident set once decoded (`out` never
         aliases the map). The map is shared and read-only, so the kernel re-reads a page if it
         is touched again; without this, decoding a whole file leaves all of it resident and peak
-        memory grows with the file instead of its largest tensor. Files under RELEASE_MIN_BYTES
-        keep their pages: the saving is bounded by that, and the call cost ~3 ms per load of a
-        30 MB file (a tenth of a decode) on the machine of docs/lossless.md."""
-        if self._mm is None or not hasattr(mmap, "MADV_DONTNEED") \
-                or len(self._mm) < RELEASE_MIN_BYTES:
+        memory grows with the file instead of its largest tensor. (Skipping it for small files
+        was tried: the same cost then shows in close(), which unmaps the populated pages.)"""
+        if self._mm is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
         page = mmap.PAGESIZE
         spans = sorted((self.blocks[b].offset, self.blocks[b].offset + L.BLOCK_OVERHEAD
