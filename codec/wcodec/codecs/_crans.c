@@ -338,6 +338,46 @@ static size_t split_pack2_bmi2(const uint8_t *lane, size_t d, uint8_t *sym, uint
 }
 static int have_bmi2;
 
+/* The inverse for the encoder: 32 lane bytes to 24 bytes of low bits and 8 symbols per step.
+ * Returns how many bytes it consumed (a multiple of 32); writes at most 4 bytes past its last
+ * 24-byte group of low bits, so it stops while 4 more bytes of `low` are the caller's. */
+__attribute__((target("avx2")))
+static size_t split_pack2_avx2(const uint8_t *lane, size_t d, uint8_t *sym, uint8_t *low,
+                               size_t nlow) {
+    const __m256i gather = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                                            0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    const __m256i first = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                           0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i m6 = _mm256_set1_epi32(0x3F3F3F3F), m2 = _mm256_set1_epi32(0x03030303);
+    const __m256i f0 = _mm256_set1_epi32(0x3F), f1 = _mm256_set1_epi32(0xFC0),
+                  f2 = _mm256_set1_epi32(0x3F000), f3 = _mm256_set1_epi32(0xFC0000);
+    const __m256i s0 = _mm256_set1_epi32(0x3), s1 = _mm256_set1_epi32(0xC),
+                  s2 = _mm256_set1_epi32(0x30), s3 = _mm256_set1_epi32(0xC0);
+    size_t i = 0;
+    for (; i + 32 <= d && 3 * (i / 4) + 28 <= nlow; i += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(lane + i));
+        __m256i x = _mm256_and_si256(v, m6);  /* the four 6-bit fields of each 32-bit group */
+        __m256i lo = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(x, f0), _mm256_and_si256(_mm256_srli_epi32(x, 2), f1)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(x, 4), f2),
+                            _mm256_and_si256(_mm256_srli_epi32(x, 6), f3)));
+        lo = _mm256_shuffle_epi8(lo, gather);  /* 12 bytes at the bottom of each half */
+        uint8_t *l = low + 3 * (i / 4);
+        _mm_storeu_si128((__m128i *)l, _mm256_castsi256_si128(lo));
+        _mm_storeu_si128((__m128i *)(l + 12), _mm256_extracti128_si256(lo, 1));
+        __m256i t = _mm256_and_si256(_mm256_srli_epi32(v, 6), m2);  /* top 2 bits of each byte */
+        __m256i sy = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(t, s0), _mm256_and_si256(_mm256_srli_epi32(t, 6), s1)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(t, 12), s2),
+                            _mm256_and_si256(_mm256_srli_epi32(t, 18), s3)));
+        sy = _mm256_shuffle_epi8(sy, first);
+        uint32_t a = (uint32_t)_mm256_extract_epi32(sy, 0), b = (uint32_t)_mm256_extract_epi32(sy, 4);
+        memcpy(sym + i / 4, &a, 4);
+        memcpy(sym + i / 4 + 4, &b, 4);
+    }
+    return i;
+}
+
 /* k = 2, 32 bytes per step: 24 bytes of low bits spread to eight 24-bit groups by a byte shuffle,
  * each group's four 6-bit fields and its symbol's four 2-bit fields put in place by shifts and
  * masks. Returns how many bytes it wrote (a multiple of 32). */
@@ -390,7 +430,8 @@ static void split_pack(const uint8_t *lane, size_t d, unsigned k, uint8_t *sym, 
     const unsigned n = 8 / k, wl = 8 - k;
     size_t i = 0, g = (d * k + 7) / 8, b = (d * wl + 7) / 8;
 #ifdef WC_X86
-    if (k == 2 && have_bmi2) i = split_pack2_bmi2(lane, d, sym, low);
+    if (k == 2 && have_avx2) i = split_pack2_avx2(lane, d, sym, low, b);
+    if (k == 2 && have_bmi2) i += split_pack2_bmi2(lane + i, d - i, sym + i / 4, low + 3 * (i / 4));
 #endif
     /* i is a multiple of 8: the rest starts on whole bytes of both outputs */
     memset(sym + i * k / 8, 0, g - i * k / 8);
