@@ -45,11 +45,18 @@ def job_row(reader, b: int, ids: tuple[int, int, int], out: np.ndarray, crc: int
             ) -> list[int]:
     """The int64 row of block b decoding into `out` (a contiguous uint8 view, kept alive by the
     caller while the batch runs), checked against the chunk CRC `crc` (REC-11) if not None."""
+    return job_row_at(reader, b, ids, out.ctypes.data, out.nbytes, crc)
+
+
+def job_row_at(reader, b: int, ids: tuple[int, int, int], addr: int, nbytes: int,
+               crc: int | None) -> list[int]:
+    """job_row with the output given as an address and a length (the caller computes them from
+    one base address per tensor: numpy's .ctypes costs microseconds per view)."""
     e = reader.blocks[b]
     end = e.offset + 24 + e.payload_length
     pad_end = L.align_up(end + 4, reader.alignment)
     return [e.offset, e.payload_length, e.block_type, e.block_crc32c, ids[0], ids[1], ids[2],
-            out.ctypes.data, out.nbytes, pad_end, crc is not None, crc or 0]
+            addr, nbytes, pad_end, crc is not None, crc or 0]
 
 
 def run_batch(reader, shape, rows: list[list[int]], fallback) -> list[tuple[int, object]]:

@@ -599,15 +599,20 @@ class Reader:
             buf = out[info.name] = np.empty(info.nbytes, dtype=np.uint8)
             s, size = info.streams[0], info.streams[0].dtype.itemsize
             ce = s.chunk_elements
+            shape = fastpath.native_shape(s.chain, s.dtype)  # once per stream, not per chunk
+            base = buf.ctypes.data if shape else 0
+            crcs = s.chunk_crc32c
             for c, b in enumerate(s.chunk_blocks):
                 lo, hi = c * ce * size, min((c + 1) * ce, s.elements) * size
-                jobs.append((info.name, (b, (info.index, 0, c), s.chain, s.dtype, buf[lo:hi],
-                                         s.chunk_crc32c[c] if s.chunk_crc32c is not None
-                                         else None)))
+                crc = crcs[c] if crcs is not None else None
+                row = fastpath.job_row_at(self, b, (info.index, 0, c), base + lo, hi - lo, crc) \
+                    if shape else None
+                jobs.append((info.name, (b, (info.index, 0, c), s.chain, s.dtype, buf[lo:hi], crc),
+                             shape, row))
             direct.append(info)
 
         def decode(job):
-            name, args = job
+            name, args = job[:2]
             try:
                 self._decode_chunk(args)
             except FormatError as e:
@@ -621,8 +626,8 @@ class Reader:
         # threads met them in.
         native: dict[tuple, list[int]] = {}
         python: list[int] = []
-        for k, (_, (b, ids, chain, dtype, buf, crc)) in enumerate(jobs):
-            shape = fastpath.native_shape(chain, dtype)
+        for k, job in enumerate(jobs):
+            shape = job[2]
             (native.setdefault(shape, []) if shape else python).append(k)
         tasks = []
         for shape, ks in native.items():
@@ -640,7 +645,7 @@ class Reader:
             if shape is None:
                 e = decode(jobs[ks[0]])
                 return [(ks[0], e)] if e is not None else []
-            rows = [fastpath.job_row(self, *jobs[k][1][:2], *jobs[k][1][4:]) for k in ks]
+            rows = [jobs[k][3] for k in ks]
             return [(ks[i], e) for i, e in
                     fastpath.run_batch(self, shape, rows, lambda i: decode(jobs[ks[i]]))]
         failed = sorted(f for fs in self._map(run, tasks) for f in fs)
