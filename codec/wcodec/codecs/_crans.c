@@ -846,6 +846,27 @@ static PyObject *py_encode_lane(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(result);
 }
 
+/* Byte counts of b[0..n) (n < 2^32 per table) into out: eight tables fed from one 8-byte load, so
+ * that a run of one value (an exponent plane is mostly a few values) does not wait on the
+ * store-to-load latency of one counter. */
+static void histogram_c(const uint8_t *b, size_t n, uint64_t *out) {
+    uint32_t h[8][256];
+    memset(h, 0, sizeof h);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, b + i, 8);
+        h[0][v & 255]++; h[1][(v >> 8) & 255]++; h[2][(v >> 16) & 255]++; h[3][(v >> 24) & 255]++;
+        h[4][(v >> 32) & 255]++; h[5][(v >> 40) & 255]++; h[6][(v >> 48) & 255]++; h[7][v >> 56]++;
+    }
+    for (; i < n; i++) h[0][b[i]]++;
+    for (unsigned s = 0; s < 256; s++) {
+        uint64_t t = 0;
+        for (unsigned k = 0; k < 8; k++) t += h[k][s];
+        out[s] = t;
+    }
+}
+
 /* histogram(lane, counts(writable u64[256])): byte counts, four partial tables (runs of one value
  * would otherwise serialize on one counter). */
 static PyObject *py_histogram(PyObject *self, PyObject *args) {
@@ -858,29 +879,13 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    /* eight tables fed from one 8-byte load: a run of one value (an exponent plane is mostly
-     * a few values) would otherwise wait on the store-to-load latency of one counter */
-    uint32_t h[8][256];
-    memset(h, 0, sizeof h);
     const uint8_t *b = lane.buf;
-    size_t n = (size_t)lane.len, i = 0;
-    uint64_t *out = counts.buf;
+    size_t n = (size_t)lane.len;
+    uint64_t *out = counts.buf, part[256];
     memset(out, 0, 256 * 8);
-    while (i < n) {
-        /* flush before a u32 counter could overflow */
-        size_t end = n - i > ((size_t)1 << 30) ? i + ((size_t)1 << 30) : n;
-        for (; i + 8 <= end; i += 8) {
-            uint64_t v;
-            memcpy(&v, b + i, 8);
-            h[0][v & 255]++; h[1][(v >> 8) & 255]++; h[2][(v >> 16) & 255]++; h[3][(v >> 24) & 255]++;
-            h[4][(v >> 32) & 255]++; h[5][(v >> 40) & 255]++; h[6][(v >> 48) & 255]++; h[7][v >> 56]++;
-        }
-        for (; i < end; i++) h[0][b[i]]++;
-        for (unsigned s = 0; s < 256; s++) {
-            uint64_t t = 0;
-            for (unsigned k = 0; k < 8; k++) { t += h[k][s]; h[k][s] = 0; }
-            out[s] += t;
-        }
+    for (size_t i = 0; i < n; i += (size_t)1 << 30) {  /* u32 tables: 1 GiB at a time */
+        histogram_c(b + i, n - i > ((size_t)1 << 30) ? (size_t)1 << 30 : n - i, part);
+        for (unsigned s = 0; s < 256; s++) out[s] += part[s];
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&lane);
@@ -1437,23 +1442,6 @@ static size_t rans_encode_c(const uint8_t *lane, size_t d, const int64_t *f, uns
     return fixed + 2 * (size_t)nw;
 }
 
-static void histogram_c(const uint8_t *b, size_t n, uint64_t *out) {
-    uint32_t h[8][256];
-    memset(h, 0, sizeof h);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, b + i, 8);
-        h[0][v & 255]++; h[1][(v >> 8) & 255]++; h[2][(v >> 16) & 255]++; h[3][(v >> 24) & 255]++;
-        h[4][(v >> 32) & 255]++; h[5][(v >> 40) & 255]++; h[6][(v >> 48) & 255]++; h[7][v >> 56]++;
-    }
-    for (; i < n; i++) h[0][b[i]]++;
-    for (unsigned s = 0; s < 256; s++) {
-        uint64_t t = 0;
-        for (unsigned k = 0; k < 8; k++) t += h[k][s];
-        out[s] = t;
-    }
-}
 
 
 /* planes of k elements (size 2 or 4, rotated for floats), then a histogram per plane: fusing the
