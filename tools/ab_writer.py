@@ -62,22 +62,12 @@ def save_old(Writer, tensor_to_raw, tensors, path, threads):
 
 
 def main(argv=None) -> int:
+    from tools.profile_encode import add_model_args, load_model
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", nargs="?")
+    add_model_args(ap)
     ap.add_argument("--ref", required=True, help="the commit whose writer is 'old'")
-    ap.add_argument("--minilm", choices=["fp16", "bf16", "fp32"])
-    ap.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else ".")
-    ap.add_argument("--rounds", type=int, default=11)
     a = ap.parse_args(argv)
-    if a.minilm:
-        from tools.evalmodels.minilm import load_state
-        dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[a.minilm]
-        tensors = {k: v.to(dt).contiguous() for k, v in load_state().items()
-                   if v.is_floating_point()}
-    elif a.model:
-        tensors = torch.load(a.model)
-    else:
-        ap.error("give MODEL.pt or --minilm")
+    tensors = load_model(a, ap)
     with tempfile.TemporaryDirectory() as tmp:
         Writer, to_raw = load_old(a.ref, tmp)
         outs = {k: os.path.join(a.out_dir, f"ab_writer_{k}_{os.getpid()}.wcd")

@@ -51,22 +51,31 @@ def measure(fn, rounds: int) -> dict:
             for i, k in enumerate(keys)}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """MODEL.pt or --minilm, --out-dir, --rounds (shared with tools/ab_writer.py)."""
     ap.add_argument("model", nargs="?")
     ap.add_argument("--minilm", choices=["fp16", "bf16", "fp32"])
     ap.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else ".")
     ap.add_argument("--rounds", type=int, default=11)
-    a = ap.parse_args(argv)
+
+
+def load_model(a, ap: argparse.ArgumentParser) -> dict:
+    """The tensors that add_model_args' arguments name."""
     if a.minilm:
         from tools.evalmodels.minilm import load_state
         dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[a.minilm]
-        tensors = {k: v.to(dt).contiguous() for k, v in load_state().items()
-                   if v.is_floating_point()}
-    elif a.model:
-        tensors = torch.load(a.model)
-    else:
-        ap.error("give MODEL.pt or --minilm")
+        return {k: v.to(dt).contiguous() for k, v in load_state().items()
+                if v.is_floating_point()}
+    if a.model:
+        return torch.load(a.model)
+    ap.error("give MODEL.pt or --minilm")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_args(ap)
+    a = ap.parse_args(argv)
+    tensors = load_model(a, ap)
     out = os.path.join(a.out_dir, f"profile_encode_{os.getpid()}.wcd")
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     print(f"{len(tensors)} tensors, {size / 1e6:.1f} MB, output in {a.out_dir}")
